@@ -1,0 +1,1 @@
+"""Built-in pipelines written against the public streampipe API."""

@@ -1,0 +1,149 @@
+"""Parareal as a stream: work items (k, n) flow source -> predict -> fine -> correct -> collect,
+with a feedback edge correct -> predict (see README.md).
+
+Item (k, n) is "iteration k, slice n".  ``predict`` needs U^k_n: the coarse sweep for k = 0, u0
+for n = 0, otherwise the value ``correct`` produced for item (k-1, n-1), which it receives over
+the feedback edge (item seq k*N + n waits for seq (k-1)*N + n-1, i.e. ``ctx.seq - N - 1``).  The
+fine solves of one iteration run concurrently on the replicas of the group stage ``fine`` while
+``predict`` already waits on the first corrections of the next iteration.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+
+from streampipe.stage import Context, Sink, Source, Stage
+
+from .distributed import fine_solve_distributed
+from .heat import HeatProblem, coarse, correct
+
+__all__ = ["PararealWork", "CoarsePredictor", "FineCorrector", "PararealUpdate",
+           "PararealCollector"]
+
+
+class PararealWork(Source):
+    """Emit ``{"k", "n", "problem"}`` for k < iterations, n < n_slices (k-major).
+
+    Params: ``iterations`` (K, default n_slices) and the :class:`HeatProblem` fields.
+    """
+
+    def setup(self, ctx: Context) -> None:
+        self.ctx = ctx
+        where = f"stages.{ctx.stage}.params"
+        params = dict(ctx.params)
+        self.K = params.pop("iterations", None)
+        self.problem = HeatProblem.from_params(params, where)
+        if self.K is None:
+            self.K = self.problem.n_slices
+        if not isinstance(self.K, int) or not 1 <= self.K <= self.problem.n_slices:
+            raise ValueError(f"{where}.iterations: must be in 1..n_slices="
+                             f"{self.problem.n_slices}, got {self.K!r}")
+        self._start = 0
+
+    def seek(self, seq: int) -> None:
+        self._start = seq
+
+    def generate(self) -> Iterator[dict[str, Any]]:
+        N = self.problem.n_slices
+        for seq in range(self._start, self.K * N):
+            yield {"k": seq // N, "n": seq % N, "K": self.K, "problem": self.problem}
+
+
+class CoarsePredictor(Stage):
+    """Attach U^k_n (``u``) and its coarse propagation G(U^k_n) (``g``) to item (k, n)."""
+
+    def setup(self, ctx: Context) -> None:
+        self.ctx = ctx
+        self.sweep: np.ndarray | None = None
+
+    def process(self, item: dict[str, Any]) -> dict[str, Any]:
+        p: HeatProblem = item["problem"]
+        k, n = item["k"], item["n"]
+        if k == 0:
+            if self.sweep is None:
+                sweep = [p.u0()]
+                for _ in range(p.n_slices - 1):
+                    sweep.append(coarse(p, sweep[-1]))
+                self.sweep = np.array(sweep)
+            u = self.sweep[n]
+        elif n == 0:
+            u = p.u0()
+        else:
+            back = self.ctx.seq - p.n_slices - 1
+            u = self.ctx.feedback(back)
+            self.ctx.release_feedback(back)
+        return {**item, "u": u, "g": coarse(p, u)}
+
+
+class FineCorrector(Stage):
+    """Group stage: F(U^k_n) by :func:`fine_solve_distributed` over the group's ranks.
+
+    The root (group rank 0) receives the item; the others are called with None and join the
+    collective solve.  Only the root's return value travels on.
+    """
+
+    def setup(self, ctx: Context) -> None:
+        self.ctx = ctx
+
+    def process(self, item: dict[str, Any] | None) -> dict[str, Any] | None:
+        comm = self.ctx.comm
+        if item is None:  # a non-root group rank: the root broadcasts what to solve
+            fine_solve_distributed(comm, None, None, None)
+            return None
+        p: HeatProblem = item["problem"]
+        f = fine_solve_distributed(comm, item["u"], p.dt_fine, p.fine_steps, nu=p.nu,
+                                   left=p.left, right=p.right)
+        return {**item, "f": f}
+
+
+class PararealUpdate(Stage):
+    """The sequential correction U^{k+1}_{n+1} = G(U^{k+1}_n) + F(U^k_n) - G(U^k_n).
+
+    Items must arrive in order (one replica, ``ordered = true``).  Sends U^{k+1}_{n+1} back to
+    ``predict`` when iteration k+1 < K needs it (n + 1 < N), and passes it downstream.
+    """
+
+    def setup(self, ctx: Context) -> None:
+        self.ctx = ctx
+        self.u_new: np.ndarray | None = None
+
+    def process(self, item: dict[str, Any]) -> dict[str, Any]:
+        p: HeatProblem = item["problem"]
+        k, n = item["k"], item["n"]
+        if n == 0:
+            self.u_new = p.u0()
+        u = correct(p, self.u_new, item["f"], item["g"])
+        self.u_new = u
+        if k + 1 < item["K"] and n + 1 < p.n_slices:
+            self.ctx.send_feedback(u)
+        return {"k": k + 1, "n": n + 1, "K": item["K"], "u": u, "problem": p}
+
+
+class PararealCollector(Sink):
+    """Collect the iterates.  Result: ``{"U": U^K (N+1, nx), "increments": [max |U^k - U^{k-1}|
+    over the slice boundaries for k = 1..K]}``; the increments shrink as parareal converges."""
+
+    def setup(self, ctx: Context) -> None:
+        self.ctx = ctx
+        self.rows: dict[tuple[int, int], np.ndarray] = {}
+        self.u0: np.ndarray | None = None
+        self.K = 0
+
+    def consume(self, item: dict[str, Any]) -> None:
+        self.rows[item["k"], item["n"]] = np.asarray(item["u"])
+        self.u0 = item["problem"].u0()
+        self.K = max(self.K, item["k"])
+
+    def iterate(self, k: int) -> np.ndarray:
+        n_max = max(n for kk, n in self.rows if kk == k)
+        return np.array([self.u0] + [self.rows[k, n] for n in range(1, n_max + 1)])
+
+    def result(self) -> dict[str, Any]:
+        if not self.rows:
+            return {"U": None, "increments": []}
+        its = [self.iterate(k) for k in range(1, self.K + 1)]
+        inc = [float(np.max(np.abs(b - a))) for a, b in zip(its, its[1:], strict=False)]
+        return {"U": its[-1], "iterates": its, "increments": inc}

@@ -1,0 +1,34 @@
+"""Monte Carlo Value-at-Risk: correlated factor shocks -> full revaluation -> VaR/ES.
+
+Stages for a job file (``uses = "pipelines.var:Valuation"``) and a serial oracle::
+
+    scenarios  ScenarioGenerator  (Source)  {"batch", "shocks"}
+    value      Valuation          (Stage)   {"batch", "pnl"}   NumPy or CuPy
+    aggregate  Aggregator         (Sink)    result(): VaR/ES, SEs, CIs, P&L summary
+
+See README.md in this directory for the portfolio schema and the estimators.
+"""
+
+from .aggregate import Aggregator
+from .params import ParamError
+from .portfolio import Portfolio, PortfolioError, load_portfolio, parse_portfolio
+from .pricing import bs_price, norm_cdf
+from .scenarios import ScenarioGenerator
+from .serial import format_result, run_serial
+from .valuation import Valuation, revalue
+
+__all__ = [
+    "ScenarioGenerator",
+    "Valuation",
+    "Aggregator",
+    "run_serial",
+    "format_result",
+    "Portfolio",
+    "PortfolioError",
+    "ParamError",
+    "load_portfolio",
+    "parse_portfolio",
+    "bs_price",
+    "norm_cdf",
+    "revalue",
+]

@@ -1,0 +1,28 @@
+"""Built-in video encoder: a block-motion, DCT, Exp-Golomb codec as a streampipe pipeline.
+
+Stages (``jobs/video.toml``): :class:`FrameSource` -> :class:`MotionEstimation` ->
+:class:`TransformQuantize` -> :class:`EntropyCoder` -> :class:`StreamWriter`.  The serial
+:func:`encode_serial` runs the same stages in one process; :func:`decode` reads a stream back.
+The bitstream is described in README.md.
+"""
+
+from .decoder import decode
+from .frameio import FrameError, load_frames, read_y4m, write_y4m
+from .serial import encode_serial
+from .stages import EntropyCoder, FrameSource, MotionEstimation, StreamWriter, TransformQuantize
+from .stats import psnr
+
+__all__ = [
+    "FrameSource",
+    "MotionEstimation",
+    "TransformQuantize",
+    "EntropyCoder",
+    "StreamWriter",
+    "encode_serial",
+    "decode",
+    "read_y4m",
+    "write_y4m",
+    "load_frames",
+    "FrameError",
+    "psnr",
+]

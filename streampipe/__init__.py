@@ -1,0 +1,29 @@
+"""streampipe: stream pipelines on MPI, one rank per stage, bounded credit-based queues.
+
+Public API::
+
+    import streampipe as sp
+
+    class Square(sp.Stage):
+        def process(self, x):
+            return x * x
+
+Build a pipeline with :class:`Pipeline` or describe it in a TOML job file and run it with
+``streampipe run JOB`` (or :func:`run` under ``mpiexec``).
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from .api import Pipeline, run, run_spec
+from .job import JobError, JobSpec, StageSpec, load_job
+from .plan import Plan, make_plan
+from .runtime import Fault, RunOptions
+from .stage import Context, FunctionStage, Sink, Source, Stage, StageError, stage
+
+__all__ = [
+    "Context", "Fault", "FunctionStage", "JobError", "JobSpec", "Pipeline", "Plan", "RunOptions",
+    "Sink", "Source", "Stage", "StageError", "StageSpec", "load_job", "make_plan", "run",
+    "run_spec", "stage", "__version__",
+]

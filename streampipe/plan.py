@@ -1,0 +1,140 @@
+"""JobSpec -> Plan: which rank runs which stage replica, and the edges between them.
+
+Plain data without MPI, so ``streampipe plan``, the simulator and the tests share exactly what the
+runtime executes. Ranks are given in stage order; a replica of a group stage is ``group``
+consecutive ranks whose first one (the root) does all channel traffic.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .job import JobSpec
+
+__all__ = ["Plan", "StagePlan", "Role", "make_plan"]
+
+
+@dataclass(frozen=True)
+class StagePlan:
+    """One stage: its index, kind and, per replica, the ranks of its group (root first)."""
+
+    index: int
+    name: str
+    kind: str  # "source" | "stage" | "sink"
+    replicas: int
+    group: int
+    capacity: int
+    groups: tuple[tuple[int, ...], ...]
+    feedback_to: int | None = None
+    device: str = "cpu"
+    timeout: float | None = None
+
+    @property
+    def roots(self) -> tuple[int, ...]:
+        return tuple(g[0] for g in self.groups)
+
+    @property
+    def ranks(self) -> tuple[int, ...]:
+        return tuple(r for g in self.groups for r in g)
+
+
+@dataclass(frozen=True)
+class Role:
+    """What one rank does: its stage, replica, place in the group, and its edges."""
+
+    rank: int
+    stage: int
+    replica: int
+    group_rank: int
+    group: tuple[int, ...]
+    upstream: tuple[int, ...]  # root ranks sending data to this rank (empty for the source)
+    downstream: tuple[int, ...]  # root ranks this rank sends data to (empty for the sink)
+    feedback_out: tuple[int, ...] = ()  # roots of the stage this one feeds back to
+    feedback_in: tuple[int, ...] = ()  # roots of the stage feeding back to this one
+
+    @property
+    def is_root(self) -> bool:
+        return self.group_rank == 0
+
+
+@dataclass
+class Plan:
+    """The executable layout of a job: stages, ranks and edge ids."""
+
+    name: str
+    stages: list[StagePlan]
+    ordered: bool
+    batch: int
+    start_seq: int = 0
+    markers: list[bool] = field(default_factory=list)
+
+    @property
+    def size(self) -> int:
+        return sum(len(s.ranks) for s in self.stages)
+
+    def stage_of(self, rank: int) -> StagePlan:
+        for s in self.stages:
+            if rank in s.ranks:
+                return s
+        raise ValueError(f"rank {rank} is outside the plan (size {self.size})")
+
+    @staticmethod
+    def data_edge(stage_index: int) -> int:
+        """Edge id of the data edge into stage ``stage_index``."""
+        return 2 * stage_index
+
+    @staticmethod
+    def feedback_edge(stage_index: int) -> int:
+        """Edge id of the feedback edge out of stage ``stage_index``."""
+        return 2 * stage_index + 1
+
+    GROUP_EDGE = -2
+
+    def role(self, rank: int) -> Role:
+        st = self.stage_of(rank)
+        rep, grank = next((i, g.index(rank)) for i, g in enumerate(st.groups) if rank in g)
+        i = st.index
+        up = self.stages[i - 1].roots if i > 0 else ()
+        down = self.stages[i + 1].roots if i + 1 < len(self.stages) else ()
+        fb_out = self.stages[st.feedback_to].roots if st.feedback_to is not None else ()
+        fb_in = tuple(r for s in self.stages if s.feedback_to == i for r in s.roots)
+        if grank:
+            up = down = fb_out = fb_in = ()
+        return Role(rank, i, rep, grank, st.groups[rep], up, down, fb_out, fb_in)
+
+    def format(self) -> str:
+        """A printable table of the plan: one line per stage replica."""
+        lines = [f"plan {self.name!r}: {self.size} ranks, ordered={self.ordered}, batch={self.batch}",
+                 f"{'stage':<16}{'kind':<8}{'replica':>8}  {'ranks':<14}{'capacity':>9}  edges"]
+        for s in self.stages:
+            for r, g in enumerate(s.groups):
+                nxt = self.stages[s.index + 1].name if s.index + 1 < len(self.stages) else "-"
+                fb = f", feedback -> {self.stages[s.feedback_to].name}" if s.feedback_to is not None else ""
+                ranks = ",".join(map(str, g))
+                lines.append(f"{s.name:<16}{s.kind:<8}{r:>8}  {ranks:<14}{s.capacity:>9}  -> {nxt}{fb}")
+        return "\n".join(lines)
+
+
+def make_plan(spec: JobSpec, start_seq: int = 0) -> Plan:
+    """Lay the stages of ``spec`` out over ranks 0..N-1 in stage order."""
+    stages: list[StagePlan] = []
+    rank = 0
+    n = len(spec.stages)
+    names = [s.name for s in spec.stages]
+    for i, s in enumerate(spec.stages):
+        groups = []
+        for _ in range(s.replicas):
+            groups.append(tuple(range(rank, rank + s.group)))
+            rank += s.group
+        kind = "source" if i == 0 else "sink" if i == n - 1 else "stage"
+        stages.append(StagePlan(
+            index=i, name=s.name, kind=kind, replicas=s.replicas, group=s.group,
+            capacity=s.capacity or spec.capacity, groups=tuple(groups),
+            feedback_to=names.index(s.feedback_to) if s.feedback_to else None,
+            device=s.device, timeout=s.timeout,
+        ))
+    # Order markers (tombstones, fan-out ends) are only needed where a later stage merges the
+    # streams of several upstream ranks; elsewhere a FIFO already keeps order.
+    merges = [i > 0 and stages[i - 1].replicas > 1 for i in range(n)]
+    markers = [spec.ordered and any(merges[j] for j in range(i + 1, n)) for i in range(n)]
+    return Plan(spec.name, stages, spec.ordered, spec.batch, start_seq, markers)

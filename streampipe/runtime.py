@@ -1,0 +1,574 @@
+"""The per-rank loop: receive -> process -> send, end of stream, and failure handling.
+
+Data flows one way: an :class:`~streampipe.channel.InPort` yields records in stream order, the
+stage processes items, an :class:`~streampipe.channel.OutPort` sends results on. Every wait goes
+through the transport's sleeping poll, and every exception ends the whole job within seconds
+with one message naming stage, replica, rank and item.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+import traceback
+from dataclasses import dataclass, field
+from types import GeneratorType
+from typing import Any
+
+from . import metrics as M
+from .channel import END, EOS, FINAL, ITEM, TOMB, FeedbackIn, InPort, OutPort
+from .job import JobSpec, instantiate
+from .plan import Plan, Role, make_plan
+from .stage import Context, Sink, Source
+from .transport import CONTROL, AbortRequested, Backoff, Transport
+
+__all__ = ["RunOptions", "Fault", "StageFailure", "run_rank", "parse_inject"]
+
+DONE_EDGE = -3  # rank -> rank 0: metrics and sink result at the end
+FINAL_EDGE = -4  # rank 0 -> all: the job's results
+FAIL_EDGE = -5  # rank -> rank 0: partial metrics after a failure
+FAULT_KINDS = ("raise", "exit", "sleep", "kill")
+
+
+@dataclass(frozen=True)
+class Fault:
+    """An injected fault: ``kind`` happens when ``stage`` (replica, if given) reaches ``item``."""
+
+    stage: str
+    item: int
+    kind: str = "raise"
+    replica: int | None = None
+
+
+def parse_inject(text: str) -> Fault:
+    """Parse ``stage=value,item=137,kind=raise[,replica=1]`` (the ``--inject`` syntax)."""
+    fields: dict[str, str] = {}
+    for part in text.split(","):
+        k, eq, v = part.partition("=")
+        if not eq:
+            raise ValueError(f"--inject {text!r}: expected key=value pairs, got {part!r}")
+        fields[k.strip()] = v.strip()
+    unknown = set(fields) - {"stage", "item", "kind", "replica"}
+    if unknown:
+        raise ValueError(f"--inject {text!r}: unknown key {sorted(unknown)[0]!r}")
+    if "stage" not in fields or "item" not in fields:
+        raise ValueError(f"--inject {text!r}: needs stage=NAME and item=SEQ")
+    kind = fields.get("kind", "raise")
+    if kind not in FAULT_KINDS:
+        raise ValueError(f"--inject {text!r}: kind must be one of {', '.join(FAULT_KINDS)}")
+    try:
+        item = int(fields["item"])
+        replica = int(fields["replica"]) if "replica" in fields else None
+    except ValueError:
+        raise ValueError(f"--inject {text!r}: item and replica must be integers") from None
+    return Fault(fields["stage"], item, kind, replica)
+
+
+class InjectedFault(RuntimeError):
+    """The exception an injected ``kind=raise`` fault raises."""
+
+
+class StageFailure(RuntimeError):
+    """Raised by :func:`run_rank` on ranks that stopped because some rank failed."""
+
+
+@dataclass
+class RunOptions:
+    """Settings of one run that are not part of the job itself."""
+
+    out: str | None = None
+    faults: list[Fault] = field(default_factory=list)
+    event_limit: int = 200_000
+    max_delay: float = 1e-3  # longest a small record may wait in a send batch
+    feedback_limit: int = 4096
+    feedback_timeout: float = 300.0
+    start_seq: int = 0
+    report: bool = True
+    quiet: bool = False
+    progress: bool = False
+
+
+class RankRuntime:
+    """Runs one rank's part of the plan."""
+
+    def __init__(self, spec: JobSpec, plan: Plan, comm: Any, opts: RunOptions) -> None:
+        self.spec, self.plan, self.comm, self.opts = spec, plan, comm, opts
+        self.rank = comm.Get_rank()
+        self.size = comm.Get_size()
+        self.role: Role = plan.role(self.rank)
+        self.sp = plan.stages[self.role.stage]
+        self.sspec = spec.stages[self.role.stage]
+        self.m = M.Recorder(opts.event_limit)
+        self.t = Transport(comm, on_transfer=self.m.add_transfer)
+        self.host = socket.gethostname()
+        self.seq: Any = "setup"
+        self.item_t0: float | None = None
+        self.ema = 0.0
+        self.markers = plan.markers[self.role.stage]
+        self.faults = [f for f in opts.faults if f.stage == self.sp.name and
+                       (f.replica is None or f.replica == self.role.replica)]
+        self._control: list[Any] = []
+        self._done: dict[int, Any] = {}
+        self._last_poll = 0.0
+        self.inp: InPort | None = None
+        self.out: OutPort | None = None
+        self.fb_out: OutPort | None = None
+        self.fb_in: FeedbackIn | None = None
+
+    # ------------------------------------------------------------------ setup
+    def _open_ports(self) -> None:
+        role, plan, sp = self.role, self.plan, self.sp
+        t, m = self.t, self.m
+        if role.upstream:
+            self.inp = InPort(t, plan.data_edge(sp.index), role.upstream, sp.capacity,
+                              merge=plan.ordered and len(role.upstream) > 1,
+                              start_seq=plan.start_seq, on_arrival=m.arrived)
+        if role.downstream:
+            nxt = plan.stages[sp.index + 1]
+            self.out = OutPort(t, plan.data_edge(nxt.index), role.downstream, nxt.capacity,
+                               plan.batch, m.edge(nxt.name))
+        if role.feedback_out:
+            target = plan.stages[sp.feedback_to]
+            self.fb_out = OutPort(t, plan.feedback_edge(sp.index), role.feedback_out,
+                                  self.opts.feedback_limit, plan.batch,
+                                  m.edge(f"feedback:{target.name}"), broadcast=True)
+        if role.feedback_in:
+            src = next(s for s in plan.stages if s.feedback_to == sp.index)
+            self.fb_in = FeedbackIn(t, plan.feedback_edge(src.index), role.feedback_in,
+                                    self.opts.feedback_limit, sp.name)
+        t.handlers[Plan.GROUP_EDGE] = lambda src, kind, payload: self._control.append(payload)
+        t.handlers[FINAL_EDGE] = lambda src, kind, payload: self._control.append(payload)
+        # ranks that finish early report to rank 0 while it may still be streaming
+        t.handlers[DONE_EDGE] = lambda src, kind, payload: self._done.__setitem__(src, payload)
+        t.handlers[FAIL_EDGE] = lambda src, kind, payload: self._done.__setitem__(src, payload)
+
+    def _make_stage(self) -> Any:
+        from .gpu import resolve_device
+
+        sp = self.sp
+        stage = instantiate(self.sspec, f"stages[{sp.index}]")
+        device, xp = resolve_device(sp.device, self._local_rank(), sp.name,
+                                    log=self.role.replica == 0 and self.role.is_root)
+        from mpi4py import MPI
+
+        # Split is collective: every rank takes part, single-rank stages get COMM_NULL back
+        color = sp.index * 100_000 + self.role.replica if sp.group > 1 else MPI.UNDEFINED
+        sub = self.comm.Split(color=color, key=self.rank)
+        if sub == MPI.COMM_NULL:
+            sub = None
+        ctx = Context(params=dict(self.sspec.params), stage=sp.name, replica=self.role.replica,
+                      replicas=sp.replicas, rank=self.rank, size=self.size, device=device, xp=xp,
+                      comm=sub, group_rank=self.role.group_rank, _runtime=self)
+        stage.ctx = ctx
+        return stage
+
+    def _local_rank(self) -> int:
+        return int(os.environ.get("MPI_LOCALRANKID", os.environ.get(
+            "OMPI_COMM_WORLD_LOCAL_RANK", os.environ.get("SLURM_LOCALID", self.rank))))
+
+    # ------------------------------------------------------------------ waits
+    def flush(self) -> None:
+        """Send everything batched and return every owed credit (before any wait)."""
+        for port in (self.out, self.fb_out):
+            if port is not None:
+                port.flush()
+        if self.inp is not None:
+            self.inp.flush_credits()
+
+    def _wait(self, until: Any, state: int, what: str) -> None:
+        self.flush()
+        prev = self.m.enter(state)
+        try:
+            self.t.wait(until, what=what)
+        finally:
+            self.m.enter(prev)
+
+    def _emit(self, port: OutPort, rec: tuple) -> None:
+        if not port.has_credit():
+            self._wait(port.has_credit, M.BLOCKED, "waiting for credit")
+        port.put(rec)
+
+    def _next(self) -> tuple[float, tuple] | None:
+        inp = self.inp
+        got = inp.next()
+        if got is not None:
+            return got
+        box: list = []
+
+        def ready() -> bool:
+            g = inp.next()
+            if g is not None:
+                box.append(g)
+                return True
+            return inp.exhausted
+
+        self._wait(ready, M.STARVED, "waiting for input")
+        return box[0] if box else None
+
+    def _tick(self, now: float) -> None:
+        # a rank that never waits still has to see credits, data and aborts
+        if now - self._last_poll > 1e-3:
+            self._last_poll = now
+            self.t.poll()
+
+    # ------------------------------------------------------------------ feedback API
+    def send_feedback(self, seq: int | None, value: Any) -> None:
+        if self.fb_out is None:
+            raise RuntimeError(f"stage {self.sp.name!r} called ctx.send_feedback() but has no "
+                               "feedback_to in the job")
+        if seq is None:
+            raise RuntimeError("ctx.send_feedback() may only be called inside process()")
+        self._emit(self.fb_out, (ITEM, (seq,), value))
+
+    def wait_feedback(self, current: int | None, seq: int) -> Any:
+        fb = self.fb_in
+        if fb is None:
+            raise RuntimeError(f"stage {self.sp.name!r} called ctx.feedback() but no stage has "
+                               f"feedback_to = {self.sp.name!r}")
+        if current is not None and seq >= current:
+            raise RuntimeError(f"item {current} depends on feedback of item {seq}, which is not "
+                               "earlier in the stream: dependencies must point backwards (a cycle)")
+        if seq not in fb.values:
+            deadline = time.perf_counter() + self.opts.feedback_timeout
+            self._wait(lambda: seq in fb.values or fb.exhausted
+                       or time.perf_counter() > deadline, M.STARVED, "waiting for feedback")
+            if seq not in fb.values:
+                why = ("its producer finished without sending it" if fb.exhausted else
+                       f"it did not come within {self.opts.feedback_timeout:.0f} s")
+                raise RuntimeError(f"item {current} waits for feedback of item {seq}, but {why}")
+        return fb.values[seq]
+
+    def release_feedback(self, seq: int) -> None:
+        if self.fb_in is not None:
+            self.fb_in.values.pop(seq, None)
+
+    # ------------------------------------------------------------------ main loops
+    def run(self) -> Any:
+        self._open_ports()
+        self.stage = stage = self._make_stage()
+        self._start_watchdog()
+        stage.setup(stage.ctx)
+        self.seq = None
+        if not self.role.is_root:
+            self._run_member(stage)
+        elif isinstance(stage, Source):
+            self._run_source(stage)
+        else:
+            self._run_stage(stage)
+        self.seq = "shutdown"
+        self._shutdown()
+        return stage.result() if isinstance(stage, Sink) and self.role.is_root else None
+
+    def _check_fault(self, seq: int) -> None:
+        for f in self.faults:
+            if f.item == seq:
+                if f.kind == "raise":
+                    raise InjectedFault(f"injected fault (kind=raise) at item {seq}")
+                if f.kind == "exit":
+                    sys.exit(3)
+                if f.kind == "kill":
+                    os.kill(os.getpid(), signal.SIGKILL)
+                if f.kind == "sleep":
+                    time.sleep(3600)
+
+    def _run_source(self, src: Source) -> None:
+        m = self.m
+        seq = self.plan.start_seq
+        if seq:
+            src.seek(seq)
+        stride, offset = self.sp.replicas, self.role.replica
+        gen = iter(src.generate())
+        perf = time.perf_counter
+        while True:
+            key = seq * stride + offset
+            self.seq = key
+            if self.faults:
+                self._check_fault(key)
+            t0 = perf()
+            m.enter(M.BUSY)
+            self.item_t0 = t0
+            try:
+                value = next(gen)
+            except StopIteration:
+                m.enter(M.OTHER)
+                self.item_t0 = None
+                break
+            self.item_t0 = None
+            t1 = perf()
+            m.enter(M.OTHER)
+            m.arrived(1, t0)
+            self._emit(self.out, (ITEM, (key,), value))
+            m.items_out += 1
+            t2 = perf()
+            m.item(key, t0, t0, t1, t2)
+            self._after_item(t1 - t0, t2)
+            seq += 1
+        self.seq = "finish"
+        if self.markers:
+            self._emit(self.out, (END, (), seq))
+        self._emit_finals(src)
+
+    def _run_stage(self, stage: Any) -> None:
+        m = self.m
+        out = self.out
+        markers = self.markers
+        perf = time.perf_counter
+        group = self.role.group[1:]
+        while True:
+            got = self._next()
+            if got is None:
+                break
+            t_recv, rec = got
+            kind, key, value = rec
+            if kind != ITEM:
+                if out is not None and markers:
+                    self._emit(out, rec)
+                continue
+            seq = key[0]
+            self.seq = seq
+            if self.faults:
+                self._check_fault(seq)
+            stage.ctx.seq = seq if seq != FINAL else None
+            for r in group:
+                self.t.send(r, CONTROL, Plan.GROUP_EDGE, ("item", seq))
+            t0 = perf()
+            m.enter(M.BUSY)
+            self.item_t0 = t0
+            result = stage.process(value)
+            if isinstance(result, GeneratorType):
+                n = 0
+                for child in result:
+                    m.enter(M.OTHER)
+                    if out is not None:
+                        self._emit(out, (ITEM, key + (n,), child))
+                        m.items_out += 1
+                    n += 1
+                    m.enter(M.BUSY)
+                t1 = perf()
+                m.enter(M.OTHER)
+                if out is not None and markers and seq != FINAL:
+                    self._emit(out, (END, key, n))
+            else:
+                t1 = perf()
+                m.enter(M.OTHER)
+                if out is not None:
+                    if result is not None:
+                        self._emit(out, (ITEM, key, result))
+                        m.items_out += 1
+                    elif markers and seq != FINAL:
+                        self._emit(out, (TOMB, key, None))
+            self.item_t0 = None
+            stage.ctx.seq = None
+            t2 = perf()
+            m.item(seq, t_recv, t0, t1, t2)
+            self._after_item(t1 - t0, t2)
+        self.seq = "finish"
+        for r in group:
+            self.t.send(r, CONTROL, Plan.GROUP_EDGE, ("finish", None))
+        self._emit_finals(stage)
+
+    def _run_member(self, stage: Any) -> None:
+        """A non-root rank of a group stage: run process(None) in step with the root."""
+        ctl = self._control
+        m = self.m
+        while True:
+            if not ctl:
+                self._wait(lambda: bool(ctl), M.STARVED, "waiting for the group root")
+            what, seq = ctl.pop(0)
+            if what == "finish":
+                break
+            self.seq = seq
+            stage.ctx.seq = seq
+            prev = m.enter(M.BUSY)
+            stage.process(None)
+            m.enter(prev)
+        self.seq = "finish"
+        res = stage.finish()
+        if isinstance(res, GeneratorType):
+            for _ in res:
+                pass
+
+    def _emit_finals(self, stage: Any) -> None:
+        m = self.m
+        prev = m.enter(M.BUSY)
+        res = stage.finish()
+        m.enter(prev)
+        if res is not None and self.out is not None:
+            for i, value in enumerate(res):
+                self._emit(self.out, (ITEM, (FINAL, self.sp.index, self.role.replica, i), value))
+                m.items_out += 1
+
+    def _after_item(self, dt: float, now: float) -> None:
+        self.ema += 0.1 * (dt - self.ema)
+        out = self.out
+        if out is not None and out.pending and (
+                now - out.t_first + self.ema >= self.opts.max_delay):
+            out.flush()
+        if self.fb_out is not None and self.fb_out.pending:
+            self.fb_out.flush()
+        self._tick(now)
+
+    # ------------------------------------------------------------------ end of stream
+    def _shutdown(self) -> None:
+        for port in (self.out, self.fb_out):
+            if port is not None:
+                port.put_eos()
+        inp, fb = self.inp, self.fb_in
+
+        def done() -> bool:
+            return all((
+                self.out is None or self.out.done,
+                self.fb_out is None or self.fb_out.done,
+                inp is None or inp.exhausted,
+                fb is None or fb.exhausted,
+            ))
+
+        def drain() -> None:
+            if fb is not None:
+                fb.values.clear()
+            while inp is not None and inp.next() is not None:
+                pass
+
+        self._wait(lambda: (drain(), done())[1], M.OTHER, "waiting for end of stream")
+        self._wait(lambda: not self.t.sends_pending, M.OTHER, "waiting for sends")
+
+    # ------------------------------------------------------------------ watchdog
+    def _start_watchdog(self) -> None:
+        limit = self.sp.timeout
+        if not limit:
+            return
+
+        def watch() -> None:
+            while True:
+                time.sleep(min(0.2, limit / 4))
+                t0 = self.item_t0
+                if t0 is not None and time.perf_counter() - t0 > limit:
+                    msg = self.describe(f"item took longer than timeout = {limit:g} s")
+                    print(msg, file=sys.stderr, flush=True)
+                    self.comm.Abort(1)
+
+        threading.Thread(target=watch, daemon=True, name="streampipe-watchdog").start()
+
+    def describe(self, what: str) -> str:
+        sp = self.sp
+        item = f"item seq {self.seq}" if isinstance(self.seq, int) else f"{self.seq or 'idle'}"
+        return (f"streampipe: stage {sp.name!r} (replica {self.role.replica} of {sp.replicas}) "
+                f"on rank {self.rank} ({self.host}) failed at {item}: {what}")
+
+
+def _stats(rt: RankRuntime) -> dict[str, Any]:
+    d = rt.m.dump()
+    d.update(rank=rt.rank, stage=rt.sp.name, stage_index=rt.sp.index, replica=rt.role.replica,
+             group_rank=rt.role.group_rank, host=rt.host,
+             bytes_sent=rt.t.bytes_sent, bytes_received=rt.t.bytes_received,
+             messages_sent=rt.t.messages_sent, messages_received=rt.t.messages_received)
+    return d
+
+
+def run_rank(spec: JobSpec, comm: Any, opts: RunOptions | None = None) -> Any:
+    """Run this rank's part of ``spec``; return the sink's result (on every rank).
+
+    On failure anywhere, every rank ends the process with a non-zero exit (MPI_Abort) after the
+    failing rank has printed one message naming stage, replica, rank and item.
+    """
+    opts = opts or RunOptions()
+    plan = make_plan(spec, start_seq=opts.start_seq)
+    size, rank = comm.Get_size(), comm.Get_rank()
+    if size != plan.size:
+        if rank == 0:
+            print(f"streampipe: job {spec.name!r} needs {plan.size} ranks (sum of replicas x group "
+                  f"over its stages) but was started with {size}", file=sys.stderr, flush=True)
+        raise SystemExit(2)
+    rt = RankRuntime(spec, plan, comm, opts)
+    try:
+        result = rt.run()
+    except AbortRequested as exc:
+        _fail(rt, None, exc.source)
+    except BaseException as exc:  # noqa: BLE001 - includes sys.exit() inside a stage
+        _fail(rt, exc, rank)
+    finally:
+        try:
+            rt.stage.close()
+        except Exception:  # noqa: BLE001
+            pass
+    return _finish(rt, result)
+
+
+def _finish(rt: RankRuntime, result: Any) -> Any:
+    """Collect every rank's metrics and results on rank 0, write the run file, share results."""
+    rt.m.close()
+    stats = _stats(rt)
+    t, ctl = rt.t, rt._control
+    payload = (stats, rt.sp.kind == "sink" and rt.role.is_root, result)
+    if rt.rank == 0:
+        got = rt._done
+        got[0] = payload
+        t.wait(lambda: len(got) == rt.size, what="collecting results")
+        ranks = [got[r][0] for r in range(rt.size)]
+        results = [got[r][2] for r in range(rt.size) if got[r][1]]
+        final = results[0] if len(results) == 1 else results
+        from .runfile import finish_run
+
+        finish_run(rt.spec, rt.plan, rt.opts, ranks, status="ok", error=None, result=final)
+        for r in range(1, rt.size):
+            t.send(r, CONTROL, FINAL_EDGE, final)
+    else:
+        t.send(0, CONTROL, DONE_EDGE, payload)
+        t.wait(lambda: bool(ctl), what="waiting for the job's result")
+        final = ctl.pop()
+    t.drain_sends()
+    return final
+
+
+def _fail(rt: RankRuntime, exc: BaseException | None, failed_rank: int) -> None:
+    """Stop the job: print (if this rank failed), save what we have, and abort everyone."""
+    rt.m.close()
+    if exc is not None:
+        if isinstance(exc, SystemExit):
+            what = f"SystemExit({exc.code!r}) raised in the stage"
+        else:
+            what = f"{type(exc).__name__}: {exc}"
+        tb = "".join(traceback.format_exception(exc))
+        msg = rt.describe(what)
+        print(f"{msg}\n{tb}", file=sys.stderr, flush=True)
+        rt.t.abort_others(msg, rt.size)
+    else:
+        msg = f"stopped because rank {failed_rank} failed"
+    stats = _stats(rt)
+    t = rt.t
+    grace = 2.0
+    if rt.rank == 0:
+        got = rt._done
+        got[0] = stats
+        deadline = time.perf_counter() + grace
+        bo = Backoff()
+        while len(got) < rt.size and time.perf_counter() < deadline:
+            try:
+                if not t.poll():
+                    bo.pause()
+            except AbortRequested:
+                pass
+            except Exception:  # noqa: BLE001 - stray messages of the dead run
+                pass
+        try:
+            from .runfile import finish_run
+
+            err = msg if exc is not None else f"rank {failed_rank} failed"
+            ranks = [got[r][0] if isinstance(got.get(r), tuple) else got.get(r)
+                     for r in range(rt.size)]
+            finish_run(rt.spec, rt.plan, rt.opts, ranks,
+                       status="failed", error=err, result=None)
+        except Exception as werr:  # noqa: BLE001
+            print(f"streampipe: could not write the run file: {werr}", file=sys.stderr, flush=True)
+    else:
+        try:
+            t.send(0, CONTROL, FAIL_EDGE, stats)
+        except Exception:  # noqa: BLE001
+            pass
+        time.sleep(grace + 3.0)  # rank 0 aborts everyone once the run file is written
+    sys.stderr.flush()
+    rt.comm.Abort(1)

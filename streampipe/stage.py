@@ -1,0 +1,197 @@
+"""The stage API that users and the built-in pipelines write against.
+
+A *stage* is a small class whose methods the runtime calls on the rank that
+runs it: ``setup`` once, ``process`` once per item, ``finish`` once at the end
+of the stream.  A :class:`Source` produces the stream, a :class:`Sink` ends it.
+Plain functions become stateless stages with :func:`stage`.
+"""
+
+from __future__ import annotations
+
+import inspect
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Iterator
+
+__all__ = ["Context", "Stage", "Source", "Sink", "FunctionStage", "stage", "StageError"]
+
+
+class StageError(RuntimeError):
+    """A stage class or call that breaks the stage contract."""
+
+
+@dataclass
+class Context:
+    """What a stage knows about where it runs.
+
+    Attributes:
+        params: the stage's ``[stages.params]`` table from the job file.
+        stage: the stage's name.
+        replica: index of this replica (0-based) among ``replicas``.
+        replicas: how many replicas the stage has.
+        rank: MPI rank in the job's world communicator.
+        size: number of ranks in the job.
+        device: ``"cpu"`` or ``"gpu"`` after resolution of ``device = "auto"``.
+        xp: the array module for this stage: :mod:`numpy`, or :mod:`cupy` on a GPU stage.
+        comm: the group sub-communicator of a group stage (``None`` for single-rank stages).
+        group_rank: this rank's index inside its group (0 is the root that receives items).
+        seq: the source sequence number of the item being processed (``None`` outside ``process``).
+    """
+
+    params: dict[str, Any] = field(default_factory=dict)
+    stage: str = "stage"
+    replica: int = 0
+    replicas: int = 1
+    rank: int = 0
+    size: int = 1
+    device: str = "cpu"
+    xp: Any = None
+    comm: Any = None
+    group_rank: int = 0
+    seq: int | None = None
+    _runtime: Any = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.xp is None:
+            import numpy
+
+            self.xp = numpy
+
+    # --- feedback edges: generic item dependencies (see docs/runtime.md) ---
+    def send_feedback(self, value: Any) -> None:
+        """Send ``value`` back along this stage's feedback edge, keyed by the current item's seq."""
+        self._need_runtime("send_feedback").send_feedback(self.seq, value)
+
+    def feedback(self, seq: int) -> Any:
+        """Wait for, and return, the feedback value that the feedback producer sent for item ``seq``.
+
+        ``seq`` must be an earlier item than the one being processed; the wait keeps this rank's
+        communication going and fails with a clear error when the value can never come.
+        """
+        return self._need_runtime("feedback").wait_feedback(self.seq, seq)
+
+    def release_feedback(self, seq: int) -> None:
+        """Forget the feedback value of item ``seq`` (frees memory; values are kept until released)."""
+        self._need_runtime("release_feedback").release_feedback(seq)
+
+    @contextmanager
+    def io(self, nbytes: int = 0) -> Iterator[None]:
+        """Account the enclosed time as I/O (read/write of ``nbytes`` bytes) in the time split."""
+        rt = self._runtime
+        if rt is None:
+            yield
+            return
+        with rt.metrics.io(nbytes):
+            yield
+
+    def _need_runtime(self, what: str) -> Any:
+        if self._runtime is None:
+            raise StageError(f"ctx.{what}() needs the streampipe runtime (stage {self.stage!r})")
+        return self._runtime
+
+
+class Stage:
+    """A stream stage: one item in, zero, one or many items out.
+
+    Subclasses override :meth:`process`; :meth:`setup` and :meth:`finish` are optional.
+    ``process`` returns one item, ``None`` to drop the item, or a generator to fan out.
+    """
+
+    ctx: Context
+
+    def setup(self, ctx: Context) -> None:
+        """Called once on the stage's rank before the first item."""
+
+    def process(self, item: Any) -> Any:
+        """Transform one item."""
+        raise NotImplementedError
+
+    def finish(self) -> Iterable[Any] | None:
+        """Called once after the last item; may return or yield items to send downstream."""
+        return None
+
+    def close(self) -> None:
+        """Called once when the rank ends, also after a failure; release resources here."""
+
+
+class Source(Stage):
+    """The first stage: :meth:`generate` yields the stream.
+
+    A source that can resume (``streampipe run --resume``) overrides :meth:`seek`.
+    """
+
+    def generate(self) -> Iterable[Any]:
+        """Yield the items of the stream."""
+        raise NotImplementedError
+
+    def seek(self, seq: int) -> None:
+        """Start the next :meth:`generate` at item ``seq`` (for resume); the default cannot."""
+        raise StageError(
+            f"source {type(self).__name__} cannot resume: it does not override Source.seek(seq)"
+        )
+
+    def process(self, item: Any) -> Any:  # pragma: no cover - sources do not process
+        raise StageError("a Source does not process items")
+
+
+class Sink(Stage):
+    """The last stage: :meth:`consume` takes each item, :meth:`result` gives the answer."""
+
+    def consume(self, item: Any) -> None:
+        """Take one item."""
+        raise NotImplementedError
+
+    def result(self) -> Any:
+        """The sink's answer, returned by :func:`streampipe.run` on the sink's rank."""
+        return None
+
+    def process(self, item: Any) -> None:
+        self.consume(item)
+        return None
+
+
+class FunctionStage(Stage):
+    """A stateless stage made from a plain function ``f(item) -> item``."""
+
+    def __init__(self, fn: Callable[..., Any]) -> None:
+        self.fn = fn
+        self.__name__ = getattr(fn, "__name__", "function")
+        self._wants_ctx = "ctx" in inspect.signature(fn).parameters
+
+    def setup(self, ctx: Context) -> None:
+        self.ctx = ctx
+
+    def process(self, item: Any) -> Any:
+        if self._wants_ctx:
+            return self.fn(item, ctx=self.ctx)
+        return self.fn(item)
+
+    def __call__(self, item: Any) -> Any:
+        return self.fn(item)
+
+
+def stage(fn: Callable[..., Any]) -> FunctionStage:
+    """Make a plain function a stateless stage: ``@sp.stage def double(x): return 2 * x``.
+
+    The function may take a keyword argument ``ctx`` to receive the :class:`Context`.
+    """
+    return FunctionStage(fn)
+
+
+def check_stage_class(obj: Any, where: str) -> None:
+    """Raise StageError when ``obj`` cannot serve as a stage (named by ``where``)."""
+    if isinstance(obj, FunctionStage):
+        return
+    cls = obj if isinstance(obj, type) else type(obj)
+    if not (isinstance(cls, type) and issubclass(cls, Stage)):
+        raise StageError(f"{where}: {cls!r} is not a streampipe Stage, Source or Sink subclass")
+    if issubclass(cls, Source):
+        if cls.generate is Source.generate:
+            raise StageError(f"{where}: source {cls.__name__} does not define generate()")
+    elif issubclass(cls, Sink):
+        if cls.consume is Sink.consume and cls.process is Sink.process:
+            raise StageError(f"{where}: sink {cls.__name__} does not define consume()")
+    elif cls.process is Stage.process:
+        near = [n for n in vars(cls) if n.lower().startswith("proc") or n.lower() == "proccess"]
+        hint = f" (found {near[0]!r}; did you mean 'process'?)" if near else ""
+        raise StageError(f"{where}: stage {cls.__name__} does not define process(){hint}")
