@@ -81,7 +81,7 @@ class Context:
         if rt is None:
             yield
             return
-        with rt.metrics.io(nbytes):
+        with rt.m.io(nbytes):
             yield
 
     def _need_runtime(self, what: str) -> Any:
