@@ -74,13 +74,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .runtime import parse_inject
 
     faults = [parse_inject(s) for s in args.inject]
-    start_seq = 0
+    start_seq, state = 0, None
     if args.resume:
         from .resume import resume_point
 
-        start_seq = resume_point(args.resume)
+        start_seq, state = resume_point(args.resume)
     if args.no_launch or launch.under_mpi():
-        return _run_here(args, faults, start_seq)
+        return _run_here(args, faults, start_seq, state)
     # validate everything (fields, imports) before any rank starts work
     spec = load_job(args.job, args.overrides)
     out = args.out or default_path(spec.name)
@@ -112,7 +112,7 @@ def _run_ok(path: str) -> bool:
         return False
 
 
-def _run_here(args: argparse.Namespace, faults: list, start_seq: int) -> int:
+def _run_here(args: argparse.Namespace, faults: list, start_seq: int, state: object) -> int:
     from mpi4py import MPI
 
     from .runfile import default_path
@@ -132,7 +132,8 @@ def _run_here(args: argparse.Namespace, faults: list, start_seq: int) -> int:
             print(f"streampipe run: error: {first}", file=sys.stderr, flush=True)
         return 2
     out = args.out or (comm.bcast(default_path(spec.name) if comm.Get_rank() == 0 else None))
-    opts = RunOptions(out=out, faults=faults, start_seq=start_seq, quiet=args.quiet)
+    opts = RunOptions(out=out, faults=faults, start_seq=start_seq, resume_state=state,
+                      quiet=args.quiet)
     result = run_rank(spec, comm, opts)
     if comm.Get_rank() == 0 and result is not None and not args.quiet:
         print(_format_result(result), flush=True)

@@ -69,3 +69,22 @@ def to_host(x: Any) -> Any:
     if get is not None and type(x).__module__.startswith("cupy"):
         return get()
     return x
+
+
+def wire_hooks(ctx: Any) -> tuple[Any, Any]:
+    """(to_wire, from_wire) for a GPU stage: device arrays leave as host arrays after the
+    producing stream is synchronised, and arrive on the device."""
+    xp = ctx.xp
+
+    def to_wire(value: Any) -> Any:
+        if type(value).__module__.startswith("cupy"):
+            xp.cuda.get_current_stream().synchronize()
+            return value.get()
+        return value
+
+    def from_wire(value: Any) -> Any:
+        if isinstance(value, numpy.ndarray):
+            return xp.asarray(value)
+        return value
+
+    return to_wire, from_wire

@@ -175,6 +175,9 @@ def validate(spec: JobSpec, check_imports: bool = True) -> None:
             obj = resolve_uses(st.uses, f"{where}.uses", base=spec.path) if st.obj is None else st.obj
             check_stage_class(obj, f"{where} ({st.name})")
             _check_role(obj, i, len(spec.stages), where)
+    if spec.checkpoint and (not spec.ordered or spec.stages[-1].replicas > 1):
+        raise JobError("pipeline.checkpoint: needs pipeline.ordered = true and one sink replica "
+                       "(the high-water mark is a position in the ordered stream)")
     if spec.ordered and spec.stages[0].replicas > 1:
         raise JobError("stages[0].replicas: a replicated source has no single order; "
                        "set pipeline.ordered = false or use one source replica")

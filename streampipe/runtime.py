@@ -87,6 +87,8 @@ class RunOptions:
     feedback_limit: int = 4096
     feedback_timeout: float = 300.0
     start_seq: int = 0
+    resume_state: Any = None
+    checkpoint_every: float = 1.0  # seconds between sink checkpoints
     report: bool = True
     quiet: bool = False
     progress: bool = False
@@ -118,6 +120,8 @@ class RankRuntime:
         self.out: OutPort | None = None
         self.fb_out: OutPort | None = None
         self.fb_in: FeedbackIn | None = None
+        self.to_wire: Any = None  # device arrays -> host before sending (GPU stages)
+        self.from_wire: Any = None  # host arrays -> device after receiving (GPU stages)
 
     # ------------------------------------------------------------------ setup
     def _open_ports(self) -> None:
@@ -164,6 +168,10 @@ class RankRuntime:
                       replicas=sp.replicas, rank=self.rank, size=self.size, device=device, xp=xp,
                       comm=sub, group_rank=self.role.group_rank, _runtime=self)
         stage.ctx = ctx
+        if device == "gpu":
+            from .gpu import wire_hooks
+
+            self.to_wire, self.from_wire = wire_hooks(ctx)
         return stage
 
     def _local_rank(self) -> int:
@@ -188,6 +196,8 @@ class RankRuntime:
             self.m.enter(prev)
 
     def _emit(self, port: OutPort, rec: tuple) -> None:
+        if self.to_wire is not None and rec[0] == ITEM:
+            rec = (ITEM, rec[1], self.to_wire(rec[2]))
         if not port.has_credit():
             self._wait(port.has_credit, M.BLOCKED, "waiting for credit")
         port.put(rec)
@@ -253,6 +263,13 @@ class RankRuntime:
         self._start_watchdog()
         stage.setup(stage.ctx)
         self.seq = None
+        self.ckpt = None
+        if isinstance(stage, Sink) and self.spec.checkpoint:
+            from .resume import Checkpointer
+
+            self.ckpt = Checkpointer(self.opts.out, self.plan.start_seq, self.opts.checkpoint_every)
+            if self.opts.resume_state is not None:
+                stage.restore(self.opts.resume_state)
         if not self.role.is_root:
             self._run_member(stage)
         elif isinstance(stage, Source):
@@ -333,6 +350,8 @@ class RankRuntime:
             if self.faults:
                 self._check_fault(seq)
             stage.ctx.seq = seq if seq != FINAL else None
+            if self.from_wire is not None:
+                value = self.from_wire(value)
             for r in group:
                 self.t.send(r, CONTROL, Plan.GROUP_EDGE, ("item", seq))
             t0 = perf()
@@ -366,7 +385,11 @@ class RankRuntime:
             t2 = perf()
             m.item(seq, t_recv, t0, t1, t2)
             self._after_item(t1 - t0, t2)
+            if self.ckpt is not None:
+                self.ckpt.consumed(key, stage, t2)
         self.seq = "finish"
+        if self.ckpt is not None:
+            self.ckpt.save(stage)
         for r in group:
             self.t.send(r, CONTROL, Plan.GROUP_EDGE, ("finish", None))
         self._emit_finals(stage)

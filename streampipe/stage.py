@@ -145,6 +145,17 @@ class Sink(Stage):
         """The sink's answer, returned by :func:`streampipe.run` on the sink's rank."""
         return None
 
+    def checkpoint(self) -> Any:
+        """Make everything consumed so far durable and return a picklable state (or None).
+
+        Called with ``pipeline.checkpoint = true``; the runtime stores the state together with
+        the high-water mark (every item before it has been consumed). See docs/reliability.md.
+        """
+        return None
+
+    def restore(self, state: Any) -> None:
+        """Continue from a state returned by :meth:`checkpoint` (``streampipe run --resume``)."""
+
     def process(self, item: Any) -> None:
         self.consume(item)
         return None

@@ -15,8 +15,10 @@ class Numbers(sp.Source):
         self.n = int(ctx.params.get("n", 100))
         self.sleep = float(ctx.params.get("sleep", 0.0))
 
+    start = 0
+
     def generate(self):
-        for i in range(self.n):
+        for i in range(self.start, self.n):
             if self.sleep:
                 time.sleep(self.sleep)
             yield i
