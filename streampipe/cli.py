@@ -52,7 +52,10 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--times", default="", help="per-stage time, e.g. value=8ms,scenarios=2ms")
     sim.add_argument("--from", dest="from_run", metavar="RUN.h5",
                      help="take stage-time distributions from a run file")
-    sim.add_argument("--items", type=int, default=1000, help="items to simulate")
+    sim.add_argument("--items", type=int, default=None,
+                     help="items to simulate (default: the run's items with --from, else 1000)")
+    sim.add_argument("--latency", metavar="TIME",
+                     help="delay per hop between stages (default: the run's median with --from)")
     sim.add_argument("--advise", type=int, metavar="RANKS",
                      help="choose replicas for a budget of RANKS ranks")
     return ap
@@ -93,7 +96,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         argv += ["--resume", args.resume]
     if args.quiet:
         argv.append("--quiet")
-    rc = launch.launch(spec.ranks, argv, args.mpiexec_arg)
+    if spec.train is not None:
+        from .train import train_ranks
+
+        n_ranks = train_ranks(spec)
+    else:
+        n_ranks = spec.ranks
+    rc = launch.launch(n_ranks, argv, args.mpiexec_arg)
     if rc == 0 and not _run_ok(out):
         # mpiexec can return 0 when a rank vanished without finalizing (MPI-NOTES.md)
         print(f"streampipe run: mpiexec returned 0 but the run file {out} does not say the run "
@@ -134,6 +143,11 @@ def _run_here(args: argparse.Namespace, faults: list, start_seq: int, state: obj
     out = args.out or (comm.bcast(default_path(spec.name) if comm.Get_rank() == 0 else None))
     opts = RunOptions(out=out, faults=faults, start_seq=start_seq, resume_state=state,
                       quiet=args.quiet)
+    if spec.train is not None:
+        from .train import run_train
+
+        run_train(spec, comm, opts)  # prints its own report on rank 0
+        return 0
     result = run_rank(spec, comm, opts)
     if comm.Get_rank() == 0 and result is not None and not args.quiet:
         print(_format_result(result), flush=True)
@@ -162,6 +176,11 @@ def cmd_plan(args: argparse.Namespace) -> int:
     from .plan import make_plan
 
     spec = load_job(args.job, args.overrides)
+    if spec.train is not None:
+        from .train import plan_text
+
+        print(plan_text(spec))
+        return 0
     print(make_plan(spec).format())
     return 0
 

@@ -64,6 +64,7 @@ class JobSpec:
     checkpoint: bool = False
     text: str = ""
     path: str | None = None
+    train: dict[str, Any] | None = None  # a [train] table: pipelined training (streampipe.train)
 
     @property
     def ranks(self) -> int:
@@ -114,9 +115,14 @@ def _positive(value: int, path: str) -> int:
 def parse_job(table: dict[str, Any], text: str = "", path: str | None = None,
               check_imports: bool = True) -> JobSpec:
     """Validate a parsed TOML table into a JobSpec; ``check_imports`` also imports every ``uses``."""
-    _check_keys(table, {"pipeline": dict, "stages": list}, "")
+    _check_keys(table, {"pipeline": dict, "stages": list, "train": dict}, "")
     pipe = table.get("pipeline", {})
     _check_keys(pipe, PIPELINE_KEYS, "pipeline")
+    if "train" in table:  # a training job has no stream stages; streampipe.train validates it
+        if "stages" in table:
+            raise JobError("stages: a job with a [train] table has no [[stages]]")
+        return JobSpec(name=pipe.get("name", Path(path).stem if path else "job"), stages=[],
+                       text=text, path=path, train=table["train"])
     raw_stages = table.get("stages")
     if not raw_stages:
         raise JobError("stages: a job needs at least two [[stages]] (a source and a sink)")

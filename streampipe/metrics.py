@@ -8,9 +8,11 @@ edge) is integrated exactly at every change, never sampled, so Little's law can 
 
 from __future__ import annotations
 
+import os
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -43,15 +45,23 @@ class Level:
 
 
 class Recorder:
-    """Everything one rank measures during a run. Cheap enough for ~100 us stages."""
+    """Everything one rank measures during a run. Cheap enough for ~100 us stages.
+
+    ``STREAMPIPE_EVENT_LIMIT`` in the environment overrides ``event_limit`` (0 keeps no per-item
+    events; the time split and the occupancy integrals are always kept).
+    """
 
     def __init__(self, event_limit: int = 200_000) -> None:
+        env = os.environ.get("STREAMPIPE_EVENT_LIMIT")
+        if env:
+            event_limit = int(env)
         self.t0 = time.perf_counter()
         self.wall0 = time.time()
         self.totals = [0.0] * len(STATES)
         self.state = OTHER
         self.t_state = self.t0
         self.held = Level(self.t0)  # items received and not yet sent on
+        self.queued = Level(self.t0)  # items received and not yet started
         self.edges: dict[str, Level] = {}  # outgoing edge name -> records in flight
         self.event_limit = event_limit
         self.events: list[tuple] = []
@@ -95,10 +105,13 @@ class Recorder:
     def arrived(self, n: int, now: float) -> None:
         self.items_in += n
         self.held.add(n, now)
+        self.queued.add(n, now)
 
     def item(self, seq: int, t_recv: float, t_start: float, t_end: float, t_sent: float) -> None:
         """One input item finished: it leaves the stage at ``t_sent``."""
         self.held.add(-1, t_sent)
+        # added after the fact: the integral does not depend on the order of the updates
+        self.queued.add(-1, t_start)
         if len(self.events) < self.event_limit:
             self.events.append((seq, t_recv, t_start, t_end, t_sent))
 
@@ -107,6 +120,7 @@ class Recorder:
         now = time.perf_counter()
         self.t_end = now
         self.held.close(now)
+        self.queued.close(now)
         for lvl in self.edges.values():
             lvl.close(now)
 
@@ -122,13 +136,14 @@ class Recorder:
         return {
             "wall0": self.wall0,
             "elapsed": self.t_end - t0,
-            "time": dict(zip(STATES, self.totals)),
+            "time": dict(zip(STATES, self.totals, strict=True)),
             "events": ev,
             "events_dropped": max(0, self.items_in - len(self.events)),
             "items_in": self.items_in,
             "items_out": self.items_out,
             "held_area": self.held.area,
             "held_peak": self.held.peak,
+            "queued_area": self.queued.area,
             "edges": {k: {"area": v.area, "peak": v.peak} for k, v in self.edges.items()},
             "io_bytes": self.io_bytes,
             **self.extra,

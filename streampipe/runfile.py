@@ -53,8 +53,10 @@ def write(path: str, meta: dict[str, Any], ranks: list[dict | None],
     with h5py.File(tmp, "w") as f:
         f.attrs["format"] = FORMAT
         for k, v in meta.items():
-            f.attrs[k] = v if isinstance(v, (int, float, str, bool, np.generic)) else json.dumps(
-                _jsonable(v))
+            if isinstance(v, (int, float, str, bool, np.generic)):
+                f.attrs[k] = v
+            else:
+                f.attrs[f"{k}_json"] = json.dumps(_jsonable(v))
         g = f.create_group("ranks")
         for r, d in enumerate(ranks):
             if d is None:
@@ -154,7 +156,7 @@ def finish_run(spec: Any, plan: Any, opts: Any, ranks: list[dict | None], status
         }
         write(opts.out, meta, ranks, summary)
     if status == "ok" and opts.report and not opts.quiet:
-        print(short_text(plan, summary), flush=True)
+        print(short_text(plan, summary, ranks), flush=True)
         if opts.out:
             print(f"run file: {opts.out}  (streampipe report {opts.out})", flush=True)
     elif status != "ok" and opts.out:

@@ -190,10 +190,16 @@ class RankRuntime:
     def _wait(self, until: Any, state: int, what: str) -> None:
         self.flush()
         prev = self.m.enter(state)
+        # the per-item timeout measures the stage's own time: a wait for credit (a slow stage
+        # downstream) or for feedback must not count, or the wrong stage would be blamed
+        t_item, self.item_t0 = self.item_t0, None
+        t_wait = time.perf_counter()
         try:
             self.t.wait(until, what=what)
         finally:
             self.m.enter(prev)
+            if t_item is not None:
+                self.item_t0 = t_item + (time.perf_counter() - t_wait)
 
     def _emit(self, port: OutPort, rec: tuple) -> None:
         if self.to_wire is not None and rec[0] == ITEM:
@@ -303,11 +309,11 @@ class RankRuntime:
         while True:
             key = seq * stride + offset
             self.seq = key
-            if self.faults:
-                self._check_fault(key)
             t0 = perf()
             m.enter(M.BUSY)
             self.item_t0 = t0
+            if self.faults:  # inside the timed region, so the watchdog sees an injected sleep
+                self._check_fault(key)
             try:
                 value = next(gen)
             except StopIteration:
@@ -347,8 +353,6 @@ class RankRuntime:
                 continue
             seq = key[0]
             self.seq = seq
-            if self.faults:
-                self._check_fault(seq)
             stage.ctx.seq = seq if seq != FINAL else None
             if self.from_wire is not None:
                 value = self.from_wire(value)
@@ -357,6 +361,8 @@ class RankRuntime:
             t0 = perf()
             m.enter(M.BUSY)
             self.item_t0 = t0
+            if self.faults:  # inside the timed region, so the watchdog sees an injected sleep
+                self._check_fault(seq)
             result = stage.process(value)
             if isinstance(result, GeneratorType):
                 n = 0
@@ -510,7 +516,7 @@ def run_rank(spec: JobSpec, comm: Any, opts: RunOptions | None = None) -> Any:
     try:
         result = rt.run()
     except AbortRequested as exc:
-        _fail(rt, None, exc.source)
+        _fail(rt, None, exc.source, exc.message)
     except BaseException as exc:  # noqa: BLE001 - includes sys.exit() inside a stage
         _fail(rt, exc, rank)
     finally:
@@ -547,7 +553,8 @@ def _finish(rt: RankRuntime, result: Any) -> Any:
     return final
 
 
-def _fail(rt: RankRuntime, exc: BaseException | None, failed_rank: int) -> None:
+def _fail(rt: RankRuntime, exc: BaseException | None, failed_rank: int,
+          remote_message: str = "") -> None:
     """Stop the job: print (if this rank failed), save what we have, and abort everyone."""
     rt.m.close()
     if exc is not None:
@@ -580,7 +587,7 @@ def _fail(rt: RankRuntime, exc: BaseException | None, failed_rank: int) -> None:
         try:
             from .runfile import finish_run
 
-            err = msg if exc is not None else f"rank {failed_rank} failed"
+            err = msg if exc is not None else remote_message or f"rank {failed_rank} failed"
             ranks = [got[r][0] if isinstance(got.get(r), tuple) else got.get(r)
                      for r in range(rt.size)]
             finish_run(rt.spec, rt.plan, rt.opts, ranks,

@@ -100,3 +100,114 @@ class Fail(sp.Stage):
         if x == self.at:
             raise ZeroDivisionError(f"boom at {x}")
         return x
+
+
+class Arrays(sp.Source):
+    """Yields params.n arrays of params.mb MiB each: float64 C-order, int16 Fortran-order,
+    non-contiguous views and arrays inside dicts, all derived from the seq so they can be checked."""
+
+    def setup(self, ctx):
+        self.n = int(ctx.params.get("n", 6))
+        self.mb = float(ctx.params.get("mb", 8))
+
+    def generate(self):
+        rows = int(self.mb * 2**20 / 8 / 128)
+        for i in range(self.n):
+            base = np.arange(rows * 128, dtype=np.float64).reshape(rows, 128) * (i + 1)
+            kind = i % 4
+            if kind == 0:
+                yield base
+            elif kind == 1:
+                yield np.asfortranarray(base.astype(np.int16))
+            elif kind == 2:
+                yield base[::2, ::3]  # non-contiguous view
+            else:
+                yield {"i": i, "a": base[:, :64].copy(), "b": np.float32(i)}
+
+
+class ArrayDigest(sp.Sink):
+    """Keeps (dtype, shape, flags, sha256) of every array so a test can compare bit for bit."""
+
+    def setup(self, ctx):
+        self.out = []
+
+    def consume(self, item):
+        import hashlib
+
+        def dig(a):
+            # memory order is kept for Fortran arrays; a strided view arrives as a C copy
+            order = "F" if a.flags.f_contiguous and not a.flags.c_contiguous else "C"
+            return [str(a.dtype), list(a.shape), order,
+                    hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest()]
+
+        if isinstance(item, dict):
+            self.out.append({"i": item["i"], "a": dig(item["a"]), "b": float(item["b"])})
+        else:
+            self.out.append(dig(item))
+
+    def result(self):
+        return self.out
+
+
+class PrefixFeedback(sp.Stage):
+    """Item x -> (x, prefix) where prefix is the running total fed back from a later stage:
+    item seq s waits for the feedback of item s-1 (a chain dependency through the feedback edge)."""
+
+    def setup(self, ctx):
+        self.ctx = ctx
+        self.lag = int(ctx.params.get("lag", 1))
+
+    def process(self, x):
+        s = self.ctx.seq
+        prev = self.ctx.feedback(s - self.lag) if s >= self.lag else 0
+        if s >= self.lag + 1:
+            self.ctx.release_feedback(s - self.lag - 1)
+        return (x, prev)
+
+
+class AddFeedback(sp.Stage):
+    """(x, prev) -> prev + x, fed back to the stage named in the job's feedback_to."""
+
+    def setup(self, ctx):
+        self.ctx = ctx
+
+    def process(self, item):
+        x, prev = item
+        total = prev + x
+        self.ctx.send_feedback(total)
+        return total
+
+
+class GroupSum(sp.Stage):
+    """A group stage: the root scatters x to the group, every rank adds its rank, allreduce."""
+
+    def setup(self, ctx):
+        self.ctx = ctx
+
+    def process(self, x):
+        comm = self.ctx.comm
+        x = comm.bcast(x, root=0)
+        total = comm.allreduce(x + comm.Get_rank())
+        return total if self.ctx.group_rank == 0 else None
+
+
+@sp.stage
+def Identity(x):
+    return x
+
+
+class Branch(sp.Stage):
+    """Deterministic fan-out/drop for any item: h = crc32(repr(item)); dropped when h % drop == 0,
+    else h % k copies (item, i) — zero copies is an empty fan-out."""
+
+    def setup(self, ctx):
+        self.k = int(ctx.params.get("k", 3))
+        self.drop = int(ctx.params.get("drop", 5))
+
+    def process(self, item):
+        import zlib
+
+        h = zlib.crc32(repr(item).encode())
+        if self.drop and h % self.drop == 0:
+            return None
+        return ((item, i) for i in range(h % self.k))

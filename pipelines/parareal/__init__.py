@@ -3,8 +3,15 @@ group stages, sequential correction over a feedback edge (README.md)."""
 
 from .distributed import fine_solve_distributed
 from .heat import HeatProblem, coarse, fine, fine_serial, parareal_serial
-from .stages import CoarsePredictor, FineCorrector, PararealCollector, PararealUpdate, PararealWork
+from .stages import (
+    CoarsePredictor,
+    FineCorrector,
+    PararealCollector,
+    PararealResult,
+    PararealUpdate,
+    PararealWork,
+)
 
 __all__ = ["HeatProblem", "coarse", "fine", "fine_serial", "parareal_serial",
            "fine_solve_distributed", "PararealWork", "CoarsePredictor", "FineCorrector",
-           "PararealUpdate", "PararealCollector"]
+           "PararealUpdate", "PararealCollector", "PararealResult"]

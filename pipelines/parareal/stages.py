@@ -18,10 +18,10 @@ import numpy as np
 from streampipe.stage import Context, Sink, Source, Stage
 
 from .distributed import fine_solve_distributed
-from .heat import HeatProblem, coarse, correct
+from .heat import HeatProblem, coarse, correct, fine_serial
 
 __all__ = ["PararealWork", "CoarsePredictor", "FineCorrector", "PararealUpdate",
-           "PararealCollector"]
+           "PararealCollector", "PararealResult", "format_parareal"]
 
 
 class PararealWork(Source):
@@ -122,28 +122,75 @@ class PararealUpdate(Stage):
         return {"k": k + 1, "n": n + 1, "K": item["K"], "u": u, "problem": p}
 
 
+class PararealResult(dict):
+    """The collector's result (arrays become lists in the run file); ``str()`` is
+    :func:`format_parareal`: the convergence per iteration, not the arrays."""
+
+    def __str__(self) -> str:
+        return format_parareal(self)
+
+
+def format_parareal(r: dict[str, Any]) -> str:
+    """Iterations, slices and grid, then per iteration the max change (and error vs the fine
+    solution when the collector computed it)."""
+    if r.get("U") is None:
+        return "parareal: no iterates arrived"
+    errors = r.get("errors")
+    lines = [f"parareal: {r['iterations']} iterations over {r['n_slices']} slices, "
+             f"nx = {r['nx']}" + ("" if errors else "  (set collect.params.check_fine = true "
+                                  "for errors vs the serial fine solution)")]
+    head = f"{'k':>3}  {'max |U^k - U^(k-1)|':>20}" + (f"  {'max |U^k - fine|':>17}"
+                                                        if errors else "")
+    lines += [head, "-" * len(head)]
+    for k in range(1, r["iterations"] + 1):
+        inc = r["increments"][k - 2] if k >= 2 else None
+        row = f"{k:>3}  {'-' if inc is None else f'{inc:.3e}':>20}"
+        if errors:
+            row += f"  {errors[k - 1]:>17.3e}"
+        lines.append(row)
+    return "\n".join(lines)
+
+
 class PararealCollector(Sink):
-    """Collect the iterates.  Result: ``{"U": U^K (N+1, nx), "increments": [max |U^k - U^{k-1}|
-    over the slice boundaries for k = 1..K]}``; the increments shrink as parareal converges."""
+    """Collect the iterates.  Result (:class:`PararealResult`): ``U`` = U^K (N+1, nx),
+    ``iterates`` U^1..U^K, ``increments`` [max |U^k - U^{k-1}| over the slice boundaries for
+    k = 2..K] (they shrink as parareal converges), ``iterations``, ``n_slices``, ``nx``; with
+    param ``check_fine = true`` also ``errors`` [max |U^k - fine| for k = 1..K], which costs one
+    serial fine solve on this rank."""
 
     def setup(self, ctx: Context) -> None:
         self.ctx = ctx
+        unknown = set(ctx.params) - {"check_fine"}
+        if unknown:
+            raise ValueError(f"stages.{ctx.stage}.params: unknown keys {sorted(unknown)} "
+                             "(known: ['check_fine'])")
+        self.check_fine = ctx.params.get("check_fine", False)
+        if not isinstance(self.check_fine, bool):
+            raise ValueError(f"stages.{ctx.stage}.params.check_fine: must be true or false, "
+                             f"got {self.check_fine!r}")
         self.rows: dict[tuple[int, int], np.ndarray] = {}
         self.u0: np.ndarray | None = None
+        self.problem: HeatProblem | None = None
         self.K = 0
 
     def consume(self, item: dict[str, Any]) -> None:
         self.rows[item["k"], item["n"]] = np.asarray(item["u"])
-        self.u0 = item["problem"].u0()
+        self.problem = item["problem"]
+        self.u0 = self.problem.u0()
         self.K = max(self.K, item["k"])
 
     def iterate(self, k: int) -> np.ndarray:
         n_max = max(n for kk, n in self.rows if kk == k)
         return np.array([self.u0] + [self.rows[k, n] for n in range(1, n_max + 1)])
 
-    def result(self) -> dict[str, Any]:
-        if not self.rows:
-            return {"U": None, "increments": []}
+    def result(self) -> PararealResult:
+        if not self.rows or self.problem is None:
+            return PararealResult(U=None, iterates=[], increments=[], iterations=0)
         its = [self.iterate(k) for k in range(1, self.K + 1)]
         inc = [float(np.max(np.abs(b - a))) for a, b in zip(its, its[1:], strict=False)]
-        return {"U": its[-1], "iterates": its, "increments": inc}
+        out = PararealResult(U=its[-1], iterates=its, increments=inc, iterations=self.K,
+                             n_slices=self.problem.n_slices, nx=self.problem.nx)
+        if self.check_fine:
+            ref = fine_serial(self.problem)
+            out["errors"] = [float(np.max(np.abs(u - ref[:len(u)]))) for u in its]
+        return out

@@ -13,6 +13,8 @@ from .model import build_model, mlp
 from .optim import SGD, Adam, make_optimizer
 from .partition import balance_by_time, measure_layer_times, stage_times
 from .pipelined import StageWorker, run_schedule_local
+from .splitnn import TrainConfig, parse_train, round_robin, train_round_robin_serial
+from .topology import Topology
 from .trainer import (
     TrainResult,
     accumulate_minibatch,
@@ -28,6 +30,7 @@ __all__ = [
     "GELU", "Conv2d", "Flatten", "Layer", "Linear", "ReLU", "Reshape", "Sequential",
     "softmax_cross_entropy", "build_model", "mlp", "SGD", "Adam", "make_optimizer",
     "StageWorker", "run_schedule_local",
+    "TrainConfig", "parse_train", "round_robin", "train_round_robin_serial", "Topology",
     "balance_by_time", "measure_layer_times", "stage_times",
     "TrainResult", "accumulate_minibatch", "evaluate", "microbatch_bounds", "minibatches",
     "train_serial",

@@ -43,6 +43,10 @@ class StageWorker:
         self._labels = dict(labels or {})
         self._n, self.loss = n_samples, 0.0
 
+    def set_label(self, mb: Hashable, labels: Any) -> None:
+        """Hand the last stage the labels of ``mb`` when they arrive after :meth:`begin`."""
+        self._labels[mb] = labels
+
     def forward(self, mb: Hashable, x: Any) -> Any:
         """Forward microbatch ``mb``; returns the activation to send on (None on the last stage)."""
         out = self.stage.forward(x, mb)

@@ -13,8 +13,9 @@ from .aggregate import Aggregator
 from .params import ParamError
 from .portfolio import Portfolio, PortfolioError, load_portfolio, parse_portfolio
 from .pricing import bs_price, norm_cdf
+from .result import VarResult, format_result
 from .scenarios import ScenarioGenerator
-from .serial import format_result, run_serial
+from .serial import run_serial
 from .valuation import Valuation, revalue
 
 __all__ = [
@@ -23,6 +24,7 @@ __all__ = [
     "Aggregator",
     "run_serial",
     "format_result",
+    "VarResult",
     "Portfolio",
     "PortfolioError",
     "ParamError",

@@ -17,6 +17,7 @@ from streampipe.stage import Context, Sink
 from .estimators import ExactLosses, StreamLosses
 from .params import Params
 from .portfolio import load_portfolio
+from .result import VarResult
 from .risk import risk_result
 
 __all__ = ["Aggregator"]
@@ -65,8 +66,8 @@ class Aggregator(Sink):
             self.estimator.add(self._pending.pop(self._next))
             self._next += 1
 
-    def result(self) -> dict[str, Any]:
+    def result(self) -> VarResult:
         # batches after a gap (a missing index) still count, in index order
         for b in sorted(self._pending):
             self.estimator.add(self._pending.pop(b))
-        return risk_result(self.estimator, self.levels, len(self._seen))
+        return VarResult(risk_result(self.estimator, self.levels, len(self._seen)))

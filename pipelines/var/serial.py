@@ -1,4 +1,4 @@
-"""The whole VaR pipeline in one process (the oracle for distributed runs) and its printout."""
+"""The whole VaR pipeline in one process: the oracle for distributed runs."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from streampipe.stage import Context
 
 from .aggregate import Aggregator
 from .params import ParamError
+from .result import format_result
 from .scenarios import ScenarioGenerator
 from .valuation import Valuation
 
@@ -42,34 +43,3 @@ def run_serial(params: dict[str, Any], xp: Any = np) -> dict[str, Any]:
     for item in gen.generate():
         agg.consume(val.process(item))
     return agg.result()
-
-
-def _money(x: float) -> str:
-    return f"{x:,.2f}"
-
-
-def format_result(result: dict[str, Any]) -> str:
-    """A small table: VaR and ES with 95% confidence intervals per level, then the P&L summary."""
-    n = result["n"]
-    lines = [f"Monte Carlo VaR / ES  ({n:,} scenarios, {result['mode']} estimator)"]
-    head = f"{'level':>7}  {'VaR':>14}  {'95% CI':>31}  {'ES':>14}  {'95% CI':>31}"
-    lines += [head, "-" * len(head)]
-    for lv in result["levels"]:
-        vci = "[" + ", ".join(map(_money, lv["var_ci"])) + "]"
-        eci = "[" + ", ".join(map(_money, lv["es_ci"])) + "]"
-        lines.append(
-            f"{lv['confidence']:>7.2%}  {_money(lv['var']):>14}  {vci:>31}  "
-            f"{_money(lv['es']):>14}  {eci:>31}"
-        )
-    p = result["pnl"]
-    lines.append(
-        f"P&L: mean {_money(p['mean'])}  std {_money(p['std'])}  "
-        f"min {_money(p['min'])}  max {_money(p['max'])}  n {p['n']:,}"
-    )
-    if "stream" in result:
-        s = result["stream"]
-        lines.append(
-            f"stream histogram: {s['bins']} bins of {s['bin_width']:.4g}, "
-            f"{s['overflow']} losses kept exactly outside the range"
-        )
-    return "\n".join(lines)

@@ -21,7 +21,7 @@ from streampipe.stage import Context, Sink, Source, Stage
 from .frameio import check_frames, load_frames
 from .gop import encode_order, feedback_plan
 from .motion import estimate, intra_prediction
-from .stats import psnr, summarize
+from .stats import VideoStats, psnr, summarize
 from .syntax import CodedFrame, StreamHeader, pack_frame, pack_stream
 from .synthetic import pan_frames
 from .transform import quantize, reconstruct
@@ -266,7 +266,10 @@ class StreamWriter(Sink):
                 Path(self.out).write_bytes(data)
         return None
 
-    def result(self) -> dict:
+    def result(self) -> VideoStats:
         stats = summarize(list(self.items.values()), len(self.stream_bytes()) if self.items else 0)
+        if self.items:
+            first = self.items[0]
+            stats.update(width=first["width"], height=first["height"], quality=first["quality"])
         stats["out"] = self.out
         return stats

@@ -1,0 +1,65 @@
+"""PNG of a run (matplotlib, Agg): per-stage time-split bars and a Gantt timeline per rank."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .metrics import STATES
+from .report import T_END, T_START, _plan_stages
+
+COLORS = {"busy": "#2e7d32", "starved": "#90a4ae", "blocked": "#c62828", "transfer": "#1565c0",
+          "io": "#f9a825", "other": "#d7ccc8"}
+MAX_BARS = 20_000  # per rank in the timeline; beyond that a rank's slices are thinned evenly
+
+
+def write_plot(path: str, plan: Any, ranks: list[dict | None], doc: dict[str, Any]) -> None:
+    """Write a two-panel figure: stacked time split per stage, and busy slices per rank."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    stages = doc["stages"]
+    present = [(r, d) for r, d in enumerate(ranks) if d is not None]
+    fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(11, 3 + 0.35 * (len(stages) + len(present))),
+                                   gridspec_kw={"height_ratios": [len(stages) + 1,
+                                                                  len(present) + 1]})
+    y = np.arange(len(stages))
+    left = np.zeros(len(stages))
+    for s in STATES:
+        w = np.array([row[s] for row in stages])
+        ax1.barh(y, w, left=left, color=COLORS[s], label=s)
+        left += w
+    ax1.set_yticks(y, [f"{row['name']} ×{row['replicas']}" for row in stages])
+    ax1.invert_yaxis()
+    ax1.set_xlim(0, 1)
+    ax1.set_xlabel("fraction of rank time (mean over replicas)")
+    bn = (doc.get("bottleneck") or {}).get("stage")
+    ax1.set_title(f"{doc['run'].get('job')}: time split" + (f" — bottleneck {bn}" if bn else ""))
+    ax1.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+
+    origin = min((d["wall0"] for _, d in present), default=0.0)
+    stage_of = {}
+    for i, st in enumerate(_plan_stages(plan)):
+        for g in st["groups"]:
+            for r in g:
+                stage_of[r] = (i, st["name"])
+    cmap = plt.get_cmap("tab10")
+    for row, (r, d) in enumerate(present):
+        ev = np.array(d["events"], dtype=np.float64).reshape(-1, 5)
+        if len(ev) > MAX_BARS:
+            ev = ev[np.linspace(0, len(ev) - 1, MAX_BARS).astype(int)]
+        start = ev[:, T_START] + d["wall0"] - origin
+        dur = ev[:, T_END] - ev[:, T_START]
+        i, _ = stage_of.get(r, (0, "?"))
+        ax2.broken_barh(list(zip(start, dur, strict=True)), (row - 0.4, 0.8), color=cmap(i % 10))
+    ax2.set_yticks(range(len(present)),
+                   [f"r{r} {stage_of.get(r, (0, '?'))[1]}" for r, _ in present])
+    ax2.invert_yaxis()
+    ax2.set_xlabel("seconds from the first rank's start (shared wall clock)")
+    ax2.set_title("timeline: process() per item")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

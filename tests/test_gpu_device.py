@@ -1,0 +1,253 @@
+"""streampipe.gpu on a real device (``pytest -m gpu``; skipped without CuPy and a CUDA device).
+
+Kernel-vs-NumPy checks that live elsewhere are not repeated here: VaR valuation in
+tests/test_var_pipeline.py, SAD and DCT in tests/test_video_gpu.py.  This file covers device
+selection, the wire path with real pinned memory, the split-learning matmuls, the memory budget
+and CuPy items through a real 3-rank pipeline.
+
+The stage classes below are also used by that pipeline (``uses = "tests.test_gpu_device:..."``),
+so the module must import without CuPy: the skip is a mark, not a module-level skip.
+"""
+
+from __future__ import annotations
+
+import textwrap
+
+import numpy as np
+import pytest
+
+import streampipe as sp
+from streampipe import gpu
+from streampipe.stage import Context
+
+
+def _cupy():
+    try:
+        import cupy
+
+        return cupy if cupy.cuda.runtime.getDeviceCount() > 0 else None
+    except Exception:  # noqa: BLE001 - no CuPy, no driver or no device
+        return None
+
+
+cp = _cupy()
+pytestmark = [pytest.mark.gpu,
+              pytest.mark.skipif(cp is None, reason="needs CuPy and a CUDA device")]
+EPS = np.finfo(np.float64).eps
+N = 100_000  # float64 elements per array item: 800 kB, through the pinned path
+
+
+@pytest.fixture(autouse=True)
+def device_zero():
+    yield
+    if cp is not None:
+        cp.cuda.Device(0).use()
+
+
+# ----------------------------------------------------------------------------- selection
+
+
+def test_gpu_stage_gets_cupy_on_its_local_rank_gpu(monkeypatch):
+    monkeypatch.delenv("STREAMPIPE_GPU", raising=False)
+    monkeypatch.delenv("STREAMPIPE_NO_GPU", raising=False)
+    count = cp.cuda.runtime.getDeviceCount()
+    for local in range(2 * count):
+        device, xp = gpu.resolve_device("gpu", local_rank=local, stage="s")
+        assert (device, xp) == ("gpu", cp)
+        assert cp.cuda.Device().id == local % count
+        assert cp.zeros(1).device.id == local % count  # new arrays land there
+
+
+# ----------------------------------------------------------------------------- wire path
+
+
+def test_wire_round_trip_with_pinned_buffers_on_a_side_stream():
+    c = gpu.WireCodec(cp, pinned_limit=1 << 26)
+    host = np.arange(N, dtype=np.float64) / 3
+    with cp.cuda.Stream(non_blocking=True):
+        # produced on a non-default stream: to_wire must synchronise it before copying
+        dev = cp.asarray(host)
+        for _ in range(20):
+            dev = cp.sqrt(dev * dev)  # exact: sqrt of a square of a small float64 is the value
+        item = {"a": dev, "t": (dev[::2], dev.sum(), "s"), "l": [cp.arange(7, dtype=cp.int16)]}
+        out = c.to_wire(item)
+    assert type(out["a"]) is np.ndarray and np.array_equal(out["a"], host)
+    assert np.array_equal(out["t"][0], host[::2]) and out["t"][2] == "s"
+    assert type(out["t"][1]) is np.ndarray and out["t"][1].shape == ()
+    assert np.array_equal(out["l"][0], np.arange(7, dtype=np.int16))
+    assert c.pool.allocations == 2  # the two large arrays; small ones use a plain copy
+    back = c.from_wire(out)
+    assert isinstance(back["a"], cp.ndarray) and bool((back["a"] == dev).all())
+    assert back["t"][2] == "s"
+
+
+def test_pinned_buffers_are_reused_and_never_overwritten_in_flight():
+    c = gpu.WireCodec(cp, pinned_limit=1 << 26)
+    kept = c.to_wire(cp.full(N, 1.5))
+    c.to_wire(cp.full(N, 2.5))  # dropped at once, as after a completed send
+    third = c.to_wire(cp.full(N, 3.5))
+    assert c.pool.allocations == 2
+    assert np.all(kept == 1.5) and np.all(third == 3.5)
+
+
+# ----------------------------------------------------------------------------- kernels
+
+
+def test_split_learning_linear_forward_backward_matches_numpy():
+    from pipelines.split_learning.layers import Linear
+
+    rng = np.random.default_rng(4)
+    n, k, m = 64, 128, 32
+    x, g = rng.standard_normal((n, k)), rng.standard_normal((n, m))
+    host = Linear(k, m, seed=3, xp=np, dtype=np.float64)
+    dev = Linear(k, m, seed=3, xp=cp, dtype=np.float64)
+    y = host.forward(x)
+    dx = host.backward(g)
+    y_d = dev.forward(cp.asarray(x)).get()
+    dx_d = dev.backward(cp.asarray(g)).get()
+    W = host.W
+    # cuBLAS and NumPy's BLAS add the products in other orders; a k-term dot product is off by
+    # at most k*eps*sum|terms| (Higham), elementwise, so each result is held to that bound.
+    assert np.all(np.abs(y_d - y) <= k * EPS * (np.abs(x) @ np.abs(W)) + 1e-300)
+    assert np.all(np.abs(dx_d - dx) <= m * EPS * (np.abs(g) @ np.abs(W).T) + 1e-300)
+    assert np.all(np.abs(dev.grads[0].get() - host.grads[0])
+                  <= n * EPS * (np.abs(x).T @ np.abs(g)) + 1e-300)
+    assert np.all(np.abs(dev.grads[1].get() - host.grads[1]) <= n * EPS * np.abs(g).sum(0))
+
+
+# ----------------------------------------------------------------------------- memory
+
+
+def _pool_growth(fn):
+    pool = cp.get_default_memory_pool()
+    cp.cuda.Device().synchronize()
+    pool.free_all_blocks()
+    base = pool.total_bytes()
+    out = fn()
+    cp.cuda.Device().synchronize()
+    return pool.total_bytes() - base, out
+
+
+def test_valuation_under_a_budget_stays_under_it():
+    from pipelines.var import Valuation, load_portfolio
+    from pipelines.var.valuation import bytes_per_scenario
+
+    pf_path = "pipelines/var/data/portfolio.toml"
+    bpr = bytes_per_scenario(load_portfolio(pf_path))
+    rows = 2_000
+    budget = rows * bpr
+    assert gpu.batch_rows_for_budget(bpr, budget, cp) == rows
+    shocks = np.random.default_rng(1).standard_normal((40 * rows, load_portfolio(pf_path)
+                                                        .n_factors)) * 0.01
+
+    def value(params):
+        s = Valuation()
+        s.setup(Context(params=params, xp=cp, device="gpu"))
+        return s.value(shocks)
+
+    used, pnl = _pool_growth(lambda: value({"portfolio": pf_path, "gpu_memory_budget": budget}))
+    whole, pnl_whole = _pool_growth(lambda: value({"portfolio": pf_path}))
+    # Allowance beyond the per-row estimate: the portfolio's parameter arrays (a few kB) and
+    # CuPy's 512-byte rounding of each allocation, bounded by 64 kB + 1 %.
+    assert used <= 1.01 * budget + 65536, (used, budget)
+    assert whole > 4 * budget  # 40x the rows without sub-batches: the check has teeth
+    assert np.array_equal(pnl, pnl_whole)  # sub-batching does not change a single P&L
+    extra: dict = {}
+    assert gpu.record_gpu_memory(extra, cp) == extra["gpu_peak_bytes"] >= whole
+
+
+def test_budget_from_free_device_memory_fits():
+    free, _ = cp.cuda.runtime.memGetInfo()
+    pool_free = cp.get_default_memory_pool().free_bytes()
+    rows = gpu.batch_rows_for_budget(1000, None, cp, fraction=0.5)
+    # 1 % slack both ways: free memory may move a little between the two readings
+    assert rows * 1000 <= 0.505 * (free + pool_free)
+    assert rows * 1000 >= 0.495 * (free + pool_free) - 1000
+
+
+# ----------------------------------------------------------------------------- pipeline
+
+
+class ArraySource(sp.Source):
+    """Items ``{"seq", "x": i * arange(n), "meta": (array([i]),), "tag"}`` on the host."""
+
+    def setup(self, ctx):
+        self.ctx = ctx
+
+    def generate(self):
+        n = int(self.ctx.params["n"])
+        for i in range(int(self.ctx.params["items"])):
+            yield {"seq": i, "x": i * np.arange(n, dtype=np.float64), "meta": (np.array([i]),),
+                   "tag": f"t{i}"}
+
+
+class DeviceDouble(sp.Stage):
+    """A GPU stage: inputs must arrive as CuPy arrays; outputs are CuPy arrays too."""
+
+    def setup(self, ctx):
+        self.ctx = ctx
+        if ctx.device != "gpu":
+            raise RuntimeError(f"expected a GPU stage, got device {ctx.device!r}")
+
+    def process(self, item):
+        xp = self.ctx.xp
+        for name, a in (("x", item["x"]), ("meta[0]", item["meta"][0])):
+            if not isinstance(a, xp.ndarray):
+                raise TypeError(f"{name} arrived as {type(a).__module__}.{type(a).__name__}")
+        y = 2 * item["x"]
+        return {"seq": item["seq"], "y": y, "pair": (y.sum(), item["meta"][0] + 1),
+                "tag": item["tag"]}
+
+
+class HostCollect(sp.Sink):
+    """A CPU sink: records what it got, and of which types."""
+
+    def setup(self, ctx):
+        self.rows = []
+
+    def consume(self, item):
+        y, (total, m) = item["y"], item["pair"]
+        types_ = sorted({type(a).__module__.split(".")[0] for a in (y, total, m)})
+        self.rows.append([item["seq"], float(total), float(y[-1]), int(m[0]), item["tag"],
+                          types_])
+
+    def result(self):
+        return self.rows
+
+
+@pytest.mark.mpi
+def test_cupy_items_through_a_gpu_middle_stage(tmp_path):
+    from streampipe.runfile import read
+    from tests.mpiutil import streampipe
+
+    n, items = N, 12
+    job = tmp_path / "gpu.toml"
+    job.write_text(textwrap.dedent(f"""
+        [pipeline]
+        name = "gpu-wire"
+        capacity = 2
+        ordered = true
+        [[stages]]
+        name = "source"
+        uses = "tests.test_gpu_device:ArraySource"
+        params = {{ n = {n}, items = {items} }}
+        [[stages]]
+        name = "double"
+        uses = "tests.test_gpu_device:DeviceDouble"
+        device = "gpu"
+        [[stages]]
+        name = "sink"
+        uses = "tests.test_gpu_device:HostCollect"
+        device = "cpu"
+    """))
+    out = tmp_path / "run.h5"
+    done = streampipe("run", str(job), "--out", str(out), "--quiet", timeout=90)
+    assert done.returncode == 0, done.output
+    run = read(str(out))
+    # closed form: sum of 2*i*k for k < n is i*n*(n-1), exact in float64 (integers < 2**53)
+    expect = [[i, float(i * n * (n - 1)), float(2 * i * (n - 1)), i + 1, f"t{i}", ["numpy"]]
+              for i in range(items)]
+    assert run["meta"]["result"] == expect
+    double = next(r for r in run["ranks"] if r["stage"] == "double")
+    # peak pool size of the GPU stage: at least one input and one output array (8 bytes * n)
+    assert double.get("gpu_peak_bytes", 0) >= 2 * 8 * n

@@ -1,0 +1,240 @@
+"""The runtime under real MPI: order, exactly-once, backpressure, arrays, failures, feedback,
+group stages. Every launch goes through tests/mpiutil.py (timeout + process-group kill)."""
+
+from __future__ import annotations
+
+import textwrap
+from collections import Counter
+
+import pytest
+
+from streampipe.runfile import read
+from tests.mpiutil import mpiexec, streampipe
+
+pytestmark = pytest.mark.mpi
+
+
+def job(tmp_path, text: str, name: str = "job.toml"):
+    p = tmp_path / name
+    p.write_text(textwrap.dedent(text))
+    return str(p)
+
+
+def run_ok(tmp_path, text: str, *extra: str, timeout: float = 60.0):
+    path = job(tmp_path, text)
+    out = str(tmp_path / "run.h5")
+    done = streampipe("run", path, "--out", out, "--quiet", *extra, timeout=timeout)
+    assert done.returncode == 0, done.output
+    run = read(out)
+    assert run["meta"]["status"] == "ok"
+    return run
+
+
+SQUARE = """
+[pipeline]
+name = "squares"
+capacity = {cap}
+ordered = {ordered}
+[[stages]]
+name = "numbers"
+uses = "tests.stages:Numbers"
+params = {{ n = {n} }}
+[[stages]]
+name = "square"
+uses = "tests.stages:Square"
+replicas = 3
+[[stages]]
+name = "collect"
+uses = "tests.stages:Collect"
+"""
+
+
+def test_ordered_replicas_give_the_sequential_map_in_order(tmp_path):
+    n = 2000
+    run = run_ok(tmp_path, SQUARE.format(cap=4, ordered="true", n=n))
+    assert run["meta"]["result"] == [i * i for i in range(n)]
+    s = run["summary"]
+    assert s["numbers"]["items"] == s["square"]["items"] == s["collect"]["items"] == n
+
+
+def test_unordered_gives_the_same_multiset(tmp_path):
+    n = 2000
+    run = run_ok(tmp_path, SQUARE.format(cap=2, ordered="false", n=n))
+    assert Counter(run["meta"]["result"]) == Counter(i * i for i in range(n))
+
+
+def test_backpressure_bounds_what_each_stage_holds(tmp_path):
+    cap = 3
+    run = run_ok(tmp_path, f"""
+        [pipeline]
+        capacity = {cap}
+        [[stages]]
+        name = "numbers"
+        uses = "tests.stages:Numbers"
+        params = {{ n = 300 }}
+        [[stages]]
+        name = "square"
+        uses = "tests.stages:Square"
+        replicas = 2
+        [[stages]]
+        name = "slow"
+        uses = "tests.stages:Sleep"
+        params = {{ ms = 2 }}
+        [[stages]]
+        name = "collect"
+        uses = "tests.stages:Checksum"
+        """)
+    s = run["summary"]
+    # a stage holds at most `capacity` unconsumed records per upstream rank plus the item it is
+    # working on; an edge has at most `capacity` records in flight per receiving rank
+    assert s["square"]["held_peak"] <= cap + 1
+    assert s["slow"]["held_peak"] <= 2 * cap + 1
+    assert s["numbers"]["edges"]["square"]["peak"] <= 2 * cap
+    assert s["square"]["edges"]["slow"]["peak"] <= 2 * cap  # two senders, one receiver
+    # the source was really held back: it spent most of its time blocked on credit
+    assert s["numbers"]["blocked"] > 0.5
+    assert run["meta"]["result"] == {"n": 300, "sum": sum(i * i for i in range(300))}
+
+
+def test_large_arrays_arrive_bit_exact(tmp_path):
+    import numpy as np
+
+    from tests.stages import Arrays, ArrayDigest
+
+    run = run_ok(tmp_path, """
+        [pipeline]
+        capacity = 2
+        [[stages]]
+        name = "arrays"
+        uses = "tests.stages:Arrays"
+        params = { n = 8, mb = 8 }
+        [[stages]]
+        name = "pass"
+        uses = "tests.stages:Square"
+        params = { sleep = 0 }
+        [[stages]]
+        name = "digest"
+        uses = "tests.stages:ArrayDigest"
+        """.replace('uses = "tests.stages:Square"', 'uses = "tests.stages:Identity"'))
+    # the same digests computed in this process, without MPI
+    src, sink = Arrays(), ArrayDigest()
+    from streampipe import Context
+
+    src.setup(Context(params={"n": 8, "mb": 8}))
+    sink.setup(Context())
+    for a in src.generate():
+        sink.consume(a)
+    assert run["meta"]["result"] == sink.out
+    assert np.isclose(sum(r["io_bytes"] for r in run["summary"].values()), 0)
+
+
+def test_exception_in_replicated_stage_ends_all_ranks_fast(tmp_path):
+    path = job(tmp_path, """
+        [pipeline]
+        capacity = 4
+        [[stages]]
+        name = "numbers"
+        uses = "tests.stages:Numbers"
+        params = { n = 100000 }
+        [[stages]]
+        name = "fail"
+        uses = "tests.stages:Fail"
+        replicas = 3
+        params = { at = 137 }
+        [[stages]]
+        name = "collect"
+        uses = "tests.stages:Checksum"
+        """)
+    out = tmp_path / "run.h5"
+    done = streampipe("run", path, "--out", str(out), timeout=30)
+    assert done.returncode != 0
+    assert done.seconds < 10, f"teardown took {done.seconds:.1f} s"
+    err = done.stderr
+    assert "stage 'fail'" in err and "item seq 137" in err and "ZeroDivisionError" in err
+    assert "on rank " in err and "replica" in err
+    assert err.count("failed at item") == 1, err  # one message, not one per rank
+    run = read(str(out))  # a failed run still leaves its run file
+    assert run["meta"]["status"] == "failed"
+    assert "item seq 137" in run["meta"]["error"]
+
+
+def test_wrong_rank_count_names_both_numbers(tmp_path):
+    path = job(tmp_path, SQUARE.format(cap=4, ordered="true", n=10))
+    done = mpiexec(3, "-m", "streampipe", "run", path, "--no-launch", "--quiet", timeout=30)
+    assert done.returncode != 0
+    assert "needs 5 ranks" in done.stderr and "started with 3" in done.stderr
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("stages[1].replicas", "0", "stages[1].replicas: must be >= 1, got 0"),
+    ("pipeline.capacity", "0", "pipeline.capacity: must be >= 1, got 0"),
+    ("stages.square.replicas", '"two"', "stages[1].replicas: expected integer"),
+    ("stages.square.uses", '"tests.stages:Nope"', "stages[1].uses: module 'tests.stages' has no "
+                                                  "attribute 'Nope'"),
+    ("stages.square.uses", '"no_such_module:X"', "stages[1].uses: cannot import 'no_such_module'"),
+    ("stages.square.colour", '"red"', "stages[1].colour: unknown key"),
+    ("stages.collect.uses", '"tests.stages:Square"', "the last stage must be a streampipe Sink"),
+])
+def test_bad_job_fields_are_named_before_any_rank_starts(tmp_path, field, value, message):
+    path = job(tmp_path, SQUARE.format(cap=4, ordered="true", n=10))
+    done = streampipe("run", path, "--set", f"{field}={value}", timeout=30)
+    assert done.returncode == 2, done.output
+    assert message in done.stderr
+    assert "mpiexec" not in done.output.lower()  # failed before launching anything
+
+
+FEEDBACK = """
+[pipeline]
+capacity = 2
+[[stages]]
+name = "numbers"
+uses = "tests.stages:Numbers"
+params = {{ n = {n} }}
+[[stages]]
+name = "prefix"
+uses = "tests.stages:PrefixFeedback"
+replicas = {rep}
+params = {{ lag = {lag} }}
+[[stages]]
+name = "add"
+uses = "tests.stages:AddFeedback"
+feedback_to = "prefix"
+[[stages]]
+name = "collect"
+uses = "tests.stages:Collect"
+"""
+
+
+def test_feedback_edge_closes_the_loop_without_deadlock(tmp_path):
+    n = 300
+    # item s needs the running total of item s-1, which only exists after stage "add":
+    # every item waits on the loop, with replicas and capacity 2
+    run = run_ok(tmp_path, FEEDBACK.format(n=n, rep=2, lag=1))
+    assert run["meta"]["result"] == [i * (i + 1) // 2 for i in range(n)]
+
+
+def test_dependency_on_a_later_item_is_a_clear_error(tmp_path):
+    path = job(tmp_path, FEEDBACK.format(n=50, rep=1, lag=0))
+    done = streampipe("run", path, "--out", str(tmp_path / "r.h5"), timeout=30)
+    assert done.returncode != 0 and done.seconds < 10
+    assert "not earlier in the stream" in done.stderr and "stage 'prefix'" in done.stderr
+
+
+def test_group_stage_runs_spmd_on_its_sub_communicator(tmp_path):
+    run = run_ok(tmp_path, """
+        [[stages]]
+        name = "numbers"
+        uses = "tests.stages:Numbers"
+        params = { n = 40 }
+        [[stages]]
+        name = "group"
+        uses = "tests.stages:GroupSum"
+        replicas = 2
+        group = 3
+        [[stages]]
+        name = "collect"
+        uses = "tests.stages:Collect"
+        """)
+    # three ranks each add x + group_rank: 3x + 0 + 1 + 2
+    assert run["meta"]["result"] == [3 * x + 3 for x in range(40)]
+    assert run["meta"]["ranks"] == 8

@@ -1,0 +1,78 @@
+"""The simulator against real runs: the 2/8/3 ms sleep pipeline and the VaR job (MPI)."""
+
+from __future__ import annotations
+
+import pytest
+
+from streampipe.job import load_job
+from streampipe.plan import make_plan
+from streampipe.runfile import read
+from streampipe.sim import Dist, latency_from_run, pipeline_rate, simulate, times_from_run
+from tests.mpiutil import ROOT, streampipe
+
+SLEEP_JOB = """
+[pipeline]
+name = "sleep"
+capacity = 4
+[[stages]]
+name = "numbers"
+uses = "tests.stages:Numbers"
+[stages.params]
+n = 150
+sleep = 0.002
+[[stages]]
+name = "slow"
+uses = "tests.stages:Sleep"
+[stages.params]
+ms = 8
+[[stages]]
+name = "fast"
+uses = "tests.stages:Sleep"
+[stages.params]
+ms = 3
+[[stages]]
+name = "sink"
+uses = "tests.stages:Checksum"
+"""
+
+
+def test_sleep_pipeline_rate_matches_the_simulator(tmp_path):
+    job = tmp_path / "sleep.toml"
+    job.write_text(SLEEP_JOB)
+    out = tmp_path / "sleep.h5"
+    done = streampipe("run", str(job), "--out", str(out), "--quiet", timeout=40)
+    assert done.returncode == 0, done.output
+    run = read(str(out))
+    plan = make_plan(load_job(str(job)))
+    real = run["summary"]["sink"]["throughput"]
+    # nominal times: sleep overshoot and per-item overhead (~0.1 ms on 8 ms) make the real run
+    # a few % slower; 10% is the issue's bar and leaves room for a loaded 2-core machine
+    nominal = simulate(plan, {"numbers": Dist("const", 2e-3), "slow": Dist("const", 8e-3),
+                              "fast": Dist("const", 3e-3)}, 150)
+    assert nominal.summary["sink"]["throughput"] == pytest.approx(real, rel=0.10)
+    # measured per-item times from the run file carry the overshoot: closer still
+    measured = simulate(plan, times_from_run(run), 150)
+    assert measured.summary["sink"]["throughput"] == pytest.approx(real, rel=0.10)
+    assert pipeline_rate(measured.summary) == pytest.approx(pipeline_rate(run["summary"]),
+                                                            rel=0.10)
+    # the bottleneck is the 8 ms stage in both: busy ~100% (real loses a little to overhead)
+    assert measured.summary["slow"]["busy"] > 0.97
+    assert run["summary"]["slow"]["busy"] > 0.85
+
+
+def test_var_job_rate_matches_simulation_from_its_run_file(tmp_path):
+    out = tmp_path / "var.h5"
+    done = streampipe("run", "jobs/var.toml", "--out", str(out), "--quiet", timeout=60,
+                      cwd=ROOT)
+    assert done.returncode == 0, done.output
+    run = read(str(out))
+    plan = make_plan(load_job(str(ROOT / "jobs/var.toml")))
+    items = int(run["summary"]["scenarios"]["items"])
+    sim = simulate(plan, times_from_run(run), items, latency=latency_from_run(run))
+    # replayed per-item times + measured hop latency. Measured on this 2-core machine (4 ranks):
+    # the simulation is 4-14% faster than the run, the rest being ranks waiting for a core
+    # between items (in no stage's service time). 20% keeps the test meaningful: a model
+    # without blocking or with the replicas ignored misses by 2x
+    real = pipeline_rate(run["summary"])
+    assert sim.throughput == pytest.approx(real, rel=0.20)
+    assert sim.throughput >= 0.95 * real  # the model leaves overheads out, never adds them
