@@ -14,8 +14,18 @@ import json
 import sys
 import time
 
-from benchmarks.common import (PY, launch, machine, parser, run_job, run_raw, stage,
-                               steady_rate, table, verdict)
+from benchmarks.common import (
+    PY,
+    launch,
+    machine,
+    parser,
+    run_job,
+    run_raw,
+    stage,
+    steady_rate,
+    table,
+    verdict,
+)
 from benchmarks.stages import make_payload
 
 MB = 1 << 20

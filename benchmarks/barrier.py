@@ -13,8 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from benchmarks.common import (TMP, machine, parser, run_job, run_raw, stage, table,
-                               verdict)
+from benchmarks.common import TMP, machine, parser, run_job, run_raw, stage, table, verdict
 
 
 def lockstep_ideal(t: np.ndarray) -> float:

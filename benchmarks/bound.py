@@ -52,7 +52,7 @@ def measure(name, spec, jitter, n, reps):
     bound = bounds(spec)
     # the same bound from the service times the run file measured (sleep overshoots)
     svc = [run.run["summary"][f"s{i}"]["service"] * 1e3 for i in range(len(spec))]
-    mbound = bounds([(t, r, mode) for t, (_, r, mode) in zip(svc, spec)])
+    mbound = bounds([(t, r, mode) for t, (_, r, mode) in zip(svc, spec, strict=False)])
     latency = sum(ms for ms, _, _ in spec) / 1e3
     period = 1 / bound
     predicted = latency + (n - 1) * period
@@ -70,7 +70,7 @@ def main(argv=None) -> int:
     rows = [measure(name, spec, jitter, n, reps) for name, spec, jitter, n in configs]
     print(table(["config", "N", "bound/s", "items/s", "/bound", "/bound(measured t_i)",
                  "makespan s", "lat+(N-1)T s", "makespan ratio"], rows))
-    ge1 = [r for r, c in zip(rows, configs) if min(ms for ms, _, _ in c[1]) >= 1 and
+    ge1 = [r for r, c in zip(rows, configs, strict=False) if min(ms for ms, _, _ in c[1]) >= 1 and
            c[2] != "exp"]
     worst = min(r[4] for r in ge1) if ge1 else float("nan")
     print(f"\ntarget >= 0.95 x bound for stage times >= 1 ms (fixed times, worst row): "

@@ -16,9 +16,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -135,7 +136,7 @@ class JobRun:
         """Per item: sink finished - source started (same seq)."""
         src, w_src = self._events("source")
         snk, w_snk = self._events("sink")
-        start = dict(zip(src[:, 0].astype(int), w_src + src[:, 2]))
+        start = dict(zip(src[:, 0].astype(int), w_src + src[:, 2], strict=False))
         return np.array([w_snk + e[3] - start[int(e[0])] for e in snk if int(e[0]) in start])
 
     def service(self, stage_name: str) -> np.ndarray:

@@ -47,7 +47,8 @@ def latency(kind: str, nbytes: int, n: int = 200) -> tuple[float, float]:
     sp = run_job([stage("src", "Gen", n=n, payload=kind, bytes=nbytes, ms=2.0),
                   stage("snk", "Tally")])
     src, snk = sp.run["ranks"][0], sp.run["ranks"][1]
-    sent = dict(zip(src["events"][:, 0].astype(int), src["wall0"] + src["events"][:, 3]))
+    ev = src["events"]
+    sent = dict(zip(ev[:, 0].astype(int), src["wall0"] + ev[:, 3], strict=True))
     lat = sorted(snk["wall0"] + e[1] - sent[int(e[0])] for e in snk["events"])
     style = "upper" if kind == "array" else "lower"
     pp, _ = run_raw(2, "pingpong", "--payload", kind, "--bytes", nbytes, "--n", 2000,

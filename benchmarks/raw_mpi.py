@@ -19,21 +19,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import time
 
 import numpy as np
 from mpi4py import MPI
 
 from benchmarks.common import steady_rate
-from benchmarks.stages import make_payload
+from benchmarks.stages import _cpu, make_payload
 
 EOS_TAG = 1
-
-
-def _cpu() -> float:
-    ru = resource.getrusage(resource.RUSAGE_SELF)
-    return ru.ru_utime + ru.ru_stime
 
 
 def stream(comm: MPI.Comm, a: argparse.Namespace) -> dict | None:
@@ -84,6 +78,7 @@ def pipeline(comm: MPI.Comm, a: argparse.Namespace) -> dict | None:
     rr = 0
     times = []
     t_start = time.perf_counter()
+    cpu0 = _cpu()
 
     def emit(x):
         nonlocal rr
@@ -116,7 +111,7 @@ def pipeline(comm: MPI.Comm, a: argparse.Namespace) -> dict | None:
             comm.Send(item[:0], dest=d, tag=EOS_TAG)
         else:
             comm.send(None, dest=d)
-    cpu = comm.gather({"cpu": _cpu(), "wall": time.perf_counter() - t_start}, root=0)
+    cpu = comm.gather({"cpu": _cpu() - cpu0, "wall": time.perf_counter() - t_start}, root=0)
     if downs:
         if comm.rank == 0:
             comm.send(cpu, dest=comm.size - 1, tag=5)

@@ -14,8 +14,9 @@ import json
 import os
 import resource
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -33,6 +34,11 @@ def make_payload(kind: str, nbytes: int = 8) -> Any:
     if kind == "array":
         return np.ones(max(1, nbytes // 8), dtype=np.float64)
     raise ValueError(f"payload: unknown kind {kind!r} (int, bytes, dict, array)")
+
+
+def _cpu() -> float:
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    return ru.ru_utime + ru.ru_stime
 
 
 def spin(seconds: float) -> None:
@@ -65,6 +71,8 @@ class _Timed:
     """Shared part: per-item cost, sleep or spin, CPU time report at close."""
 
     def _init(self, ctx: sp.Context) -> None:
+        self._t0 = time.perf_counter()
+        self._cpu0 = _cpu()  # imports and start-up are not the run's cost
         self.ctx = ctx
         self.cost = cost(ctx.params, ctx.replica)
         self.burn = spin if ctx.params.get("mode", "sleep") == "spin" else time.sleep
@@ -77,9 +85,8 @@ class _Timed:
     def close(self) -> None:
         d = self.ctx.params.get("cpu_dir")
         if d:
-            ru = resource.getrusage(resource.RUSAGE_SELF)
             rec = {"stage": self.ctx.stage, "replica": self.ctx.replica,
-                   "cpu": ru.ru_utime + ru.ru_stime, "wall": time.perf_counter() - self._t0}
+                   "cpu": _cpu() - self._cpu0, "wall": time.perf_counter() - self._t0}
             Path(d, f"{self.ctx.stage}-{self.ctx.replica}.json").write_text(json.dumps(rec))
 
 
@@ -87,7 +94,6 @@ class Gen(_Timed, sp.Source):
     """``n`` items of ``payload`` kind (one shared object: the source costs only its time)."""
 
     def setup(self, ctx: sp.Context) -> None:
-        self._t0 = time.perf_counter()
         self._init(ctx)
         self.n = int(ctx.params.get("n", 1000))
         self.item = make_payload(ctx.params.get("payload", "int"), int(ctx.params.get("bytes", 8)))
@@ -103,7 +109,6 @@ class Work(_Timed, sp.Stage):
     """Spends its time on each item; passes it on unchanged, or ``item + 1`` with ``op = "add"``."""
 
     def setup(self, ctx: sp.Context) -> None:
-        self._t0 = time.perf_counter()
         self._init(ctx)
         self.add = ctx.params.get("op", "pass") == "add"
 
@@ -116,7 +121,6 @@ class Tally(_Timed, sp.Sink):
     """Spends its time, counts items and bytes; the result is checked by the benchmarks."""
 
     def setup(self, ctx: sp.Context) -> None:
-        self._t0 = time.perf_counter()
         self._init(ctx)
         self.n = 0
         self.nbytes = 0

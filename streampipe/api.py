@@ -29,7 +29,7 @@ class Pipeline:
 
     def add(self, stage: Any, *, name: str | None = None, replicas: int = 1, group: int = 1,
             capacity: int | None = None, device: str = "cpu", feedback_to: str | None = None,
-            timeout: float | None = None, params: dict[str, Any] | None = None) -> "Pipeline":
+            timeout: float | None = None, params: dict[str, Any] | None = None) -> Pipeline:
         """Append a stage: a Stage/Source/Sink class, an instance, or an ``@sp.stage`` function."""
         default = getattr(stage, "__name__", type(stage).__name__).lower()
         self.stages.append(StageSpec(

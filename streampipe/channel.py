@@ -12,13 +12,37 @@ from __future__ import annotations
 import math
 import time
 from collections import deque
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from .metrics import Level
 from .transport import CREDIT, DATA, Transport
 
 ITEM, TOMB, END, EOS = range(4)
 FINAL = math.inf
+
+
+class UnsendableItem(TypeError):
+    """An item a stage produced cannot be pickled for the next stage (a lambda, an open file)."""
+
+    def __init__(self, seq: Any, message: str) -> None:
+        super().__init__(message)
+        self.item_seq = seq
+
+
+def _unsendable(records: list, exc: Exception) -> UnsendableItem:
+    """Name the record of a batch that does not pickle (batching hides which item it was)."""
+    import pickle
+
+    for _kind, key, value in records:
+        try:
+            pickle.dumps(value, protocol=5)
+        except Exception as err:  # noqa: BLE001 - any pickling failure is this item's
+            seq = key[0] if key else None
+            why = f"{type(err).__name__}: {err}"
+            return UnsendableItem(seq, f"its output for item seq {seq} cannot be sent to the "
+                                       f"next rank (items must pickle): {why}")
+    return UnsendableItem(None, f"a batch of items cannot be sent: {type(exc).__name__}: {exc}")
 
 
 class OutPort:
@@ -84,7 +108,10 @@ class OutPort:
         if b:
             self.buf[d] = []
             self.pending -= len(b)
-            self.t.send_records(d, self.edge, b)
+            try:
+                self.t.send_records(d, self.edge, b)
+            except Exception as exc:  # noqa: BLE001 - pickling errors vary by object type
+                raise _unsendable(b, exc) from exc
 
     def flush(self) -> None:
         if self.pending:
@@ -106,7 +133,8 @@ class InPort:
     """Receiver side of one edge: per-source queues, credit return, FIFO or ordered merge."""
 
     def __init__(self, transport: Transport, edge: int, sources: tuple[int, ...], capacity: int,
-                 merge: bool, start_seq: int, on_arrival: Callable[[int, float], None]) -> None:
+                 merge: str | None, start_seq: int,
+                 on_arrival: Callable[[int, float], None]) -> None:
         self.t = transport
         self.edge = edge
         self.sources = sources
@@ -116,7 +144,11 @@ class InPort:
         self.eos: set[int] = set()
         self.acked: set[int] = set()
         self.credit_batch = max(1, capacity // 2)
-        self.merger = Merger(start_seq) if merge else None
+        self.merger: Merger | HeadsMerger | None = None
+        if merge == "cursor":
+            self.merger = Merger(start_seq)
+        elif merge == "heads":
+            self.merger = HeadsMerger(sources, self.eos)
         self.on_arrival = on_arrival
         transport.handlers[edge] = self._on_data
 
@@ -235,6 +267,39 @@ class Merger:
         if self.finals:
             return self.finals.popleft()
         return None
+
+
+def position(rec: tuple) -> tuple:
+    """Where a record sits in its sender's stream: END(k, n) right after k's n children."""
+    if rec[0] == END:
+        return rec[1] + (rec[2],)
+    return rec[1]
+
+
+class HeadsMerger:
+    """Ordered merge for a replica that sees only part of the stream (a replicated stage after a
+    replicated stage): each upstream stream is sorted by position, so take the smallest head once
+    every upstream rank has a head or has ended. No markers are needed for this."""
+
+    def __init__(self, sources: tuple[int, ...], eos: set[int]) -> None:
+        self.queues: dict[int, deque[tuple[int, float, tuple]]] = {s: deque() for s in sources}
+        self.eos = eos
+
+    def add(self, src: int, t: float, rec: tuple) -> None:
+        self.queues[src].append((src, t, rec))
+
+    def next(self) -> tuple[int, float, tuple] | None:
+        best = None
+        best_pos = None
+        for src, q in self.queues.items():
+            if not q:
+                if src in self.eos:
+                    continue
+                return None  # this upstream may still send something smaller
+            pos = position(q[0][2])
+            if best is None or pos < best_pos:
+                best, best_pos = q, pos
+        return best.popleft() if best is not None else None
 
 
 class FeedbackIn:

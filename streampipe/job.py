@@ -11,10 +11,11 @@ import copy
 import importlib
 import importlib.util
 import sys
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import tomllib
 
 from .stage import FunctionStage, StageError, check_stage_class
 
@@ -75,7 +76,8 @@ class JobSpec:
         for s in self.stages:
             if s.name == name:
                 return s
-        raise JobError(f"no stage named {name!r} (stages: {', '.join(s.name for s in self.stages)})")
+        names = ", ".join(s.name for s in self.stages)
+        raise JobError(f"no stage named {name!r} (stages: {names})")
 
 
 PIPELINE_KEYS: dict[str, type | tuple[type, ...]] = {
@@ -103,7 +105,8 @@ def _check_keys(table: dict[str, Any], allowed: dict[str, Any], where: str) -> N
         if isinstance(value, bool) and want is not bool:
             raise JobError(f"{path}: expected {_typename(want)}, got boolean {value!r}")
         if not isinstance(value, want):
-            raise JobError(f"{path}: expected {_typename(want)}, got {type(value).__name__} {value!r}")
+            raise JobError(
+                f"{path}: expected {_typename(want)}, got {type(value).__name__} {value!r}")
 
 
 def _positive(value: int, path: str) -> int:
@@ -114,7 +117,7 @@ def _positive(value: int, path: str) -> int:
 
 def parse_job(table: dict[str, Any], text: str = "", path: str | None = None,
               check_imports: bool = True) -> JobSpec:
-    """Validate a parsed TOML table into a JobSpec; ``check_imports`` also imports every ``uses``."""
+    """Validate a parsed TOML table into a JobSpec (``check_imports``: import every ``uses``)."""
     _check_keys(table, {"pipeline": dict, "stages": list, "train": dict}, "")
     pipe = table.get("pipeline", {})
     _check_keys(pipe, PIPELINE_KEYS, "pipeline")
@@ -146,7 +149,8 @@ def parse_job(table: dict[str, Any], text: str = "", path: str | None = None,
         if timeout is not None and timeout <= 0:
             raise JobError(f"{where}.timeout: must be > 0 seconds, got {timeout}")
         stages.append(StageSpec(
-            name=name, uses=st["uses"], replicas=_positive(st.get("replicas", 1), f"{where}.replicas"),
+            name=name, uses=st["uses"],
+            replicas=_positive(st.get("replicas", 1), f"{where}.replicas"),
             group=_positive(st.get("group", 1), f"{where}.group"),
             capacity=_positive(st["capacity"], f"{where}.capacity") if "capacity" in st else None,
             device=device, feedback_to=st.get("feedback_to"),
@@ -178,7 +182,9 @@ def validate(spec: JobSpec, check_imports: bool = True) -> None:
         if st.group > 1 and i in (0, len(spec.stages) - 1):
             raise JobError(f"{where}.group: sources and sinks run on one rank per replica")
         if check_imports:
-            obj = resolve_uses(st.uses, f"{where}.uses", base=spec.path) if st.obj is None else st.obj
+            obj = st.obj
+            if obj is None:
+                obj = resolve_uses(st.uses, f"{where}.uses", base=spec.path)
             check_stage_class(obj, f"{where} ({st.name})")
             _check_role(obj, i, len(spec.stages), where)
     if spec.checkpoint and (not spec.ordered or spec.stages[-1].replicas > 1):
@@ -196,11 +202,13 @@ def _check_role(obj: Any, i: int, n: int, where: str) -> None:
     if isinstance(obj, FunctionStage):
         cls = FunctionStage
     if i == 0 and not issubclass(cls, Source):
-        raise JobError(f"{where}.uses: the first stage must be a streampipe Source, got {cls.__name__}")
+        raise JobError(
+            f"{where}.uses: the first stage must be a streampipe Source, got {cls.__name__}")
     if i > 0 and issubclass(cls, Source):
         raise JobError(f"{where}.uses: only the first stage may be a Source ({cls.__name__})")
     if i == n - 1 and not issubclass(cls, Sink):
-        raise JobError(f"{where}.uses: the last stage must be a streampipe Sink, got {cls.__name__}")
+        raise JobError(
+            f"{where}.uses: the last stage must be a streampipe Sink, got {cls.__name__}")
 
 
 def resolve_uses(uses: str, where: str = "uses", base: str | None = None) -> Any:

@@ -78,6 +78,15 @@ class Plan:
                 return s
         raise ValueError(f"rank {rank} is outside the plan (size {self.size})")
 
+    def merge_kind(self, i: int) -> str | None:
+        """How stage ``i`` orders input from several upstream ranks: ``None`` (FIFO: one
+        upstream rank, or unordered), ``"cursor"`` (this replica sees the whole stream and
+        follows the key tree) or ``"heads"`` (a replica sees part of the stream: merge the sorted
+        upstream streams by their heads)."""
+        if not self.ordered or i == 0 or self.stages[i - 1].replicas == 1:
+            return None
+        return "cursor" if self.stages[i].replicas == 1 else "heads"
+
     @staticmethod
     def data_edge(stage_index: int) -> int:
         """Edge id of the data edge into stage ``stage_index``."""
@@ -104,14 +113,18 @@ class Plan:
 
     def format(self) -> str:
         """A printable table of the plan: one line per stage replica."""
-        lines = [f"plan {self.name!r}: {self.size} ranks, ordered={self.ordered}, batch={self.batch}",
+        head = f"plan {self.name!r}: {self.size} ranks, ordered={self.ordered}, batch={self.batch}"
+        lines = [head,
                  f"{'stage':<16}{'kind':<8}{'replica':>8}  {'ranks':<14}{'capacity':>9}  edges"]
         for s in self.stages:
             for r, g in enumerate(s.groups):
                 nxt = self.stages[s.index + 1].name if s.index + 1 < len(self.stages) else "-"
-                fb = f", feedback -> {self.stages[s.feedback_to].name}" if s.feedback_to is not None else ""
+                fb = ""
+                if s.feedback_to is not None:
+                    fb = f", feedback -> {self.stages[s.feedback_to].name}"
                 ranks = ",".join(map(str, g))
-                lines.append(f"{s.name:<16}{s.kind:<8}{r:>8}  {ranks:<14}{s.capacity:>9}  -> {nxt}{fb}")
+                lines.append(f"{s.name:<16}{s.kind:<8}{r:>8}  {ranks:<14}{s.capacity:>9}"
+                             f"  -> {nxt}{fb}")
         return "\n".join(lines)
 
 
@@ -133,8 +146,9 @@ def make_plan(spec: JobSpec, start_seq: int = 0) -> Plan:
             feedback_to=names.index(s.feedback_to) if s.feedback_to else None,
             device=s.device, timeout=s.timeout,
         ))
-    # Order markers (tombstones, fan-out ends) are only needed where a later stage merges the
-    # streams of several upstream ranks; elsewhere a FIFO already keeps order.
-    merges = [i > 0 and stages[i - 1].replicas > 1 for i in range(n)]
-    markers = [spec.ordered and any(merges[j] for j in range(i + 1, n)) for i in range(n)]
-    return Plan(spec.name, stages, spec.ordered, spec.batch, start_seq, markers)
+    plan = Plan(spec.name, stages, spec.ordered, spec.batch, start_seq)
+    # Order markers (tombstones, fan-out ends) are only needed by a cursor merge downstream;
+    # a FIFO or a heads merge keeps order without them.
+    cursor = [plan.merge_kind(i) == "cursor" for i in range(n)]
+    plan.markers = [spec.ordered and any(cursor[i + 1:]) for i in range(n)]
+    return plan

@@ -23,7 +23,7 @@ def checkpoint_path(run_file: str) -> str:
 
 
 class Checkpointer:
-    """Tracks the sink's high-water mark and writes checkpoints atomically (write, fsync, rename)."""
+    """Tracks the sink's high-water mark; writes checkpoints atomically (write, fsync, rename)."""
 
     def __init__(self, run_file: str | None, start_seq: int, every: float) -> None:
         if not run_file:

@@ -20,7 +20,7 @@ from types import GeneratorType
 from typing import Any
 
 from . import metrics as M
-from .channel import END, EOS, FINAL, ITEM, TOMB, FeedbackIn, InPort, OutPort
+from .channel import END, FINAL, ITEM, TOMB, FeedbackIn, InPort, OutPort
 from .job import JobSpec, instantiate
 from .plan import Plan, Role, make_plan
 from .stage import Context, Sink, Source
@@ -129,7 +129,7 @@ class RankRuntime:
         t, m = self.t, self.m
         if role.upstream:
             self.inp = InPort(t, plan.data_edge(sp.index), role.upstream, sp.capacity,
-                              merge=plan.ordered and len(role.upstream) > 1,
+                              merge=plan.merge_kind(sp.index),
                               start_seq=plan.start_seq, on_arrival=m.arrived)
         if role.downstream:
             nxt = plan.stages[sp.index + 1]
@@ -155,7 +155,11 @@ class RankRuntime:
 
         sp = self.sp
         stage = instantiate(self.sspec, f"stages[{sp.index}]")
-        device, xp = resolve_device(sp.device, self._local_rank(), sp.name,
+        from .gpu import node_local_rank
+
+        # collective (a split of the world by node): every rank calls it once, GPU stage or not
+        local = node_local_rank(self.comm)
+        device, xp = resolve_device(sp.device, local, sp.name,
                                     log=self.role.replica == 0 and self.role.is_root)
         from mpi4py import MPI
 
@@ -173,10 +177,6 @@ class RankRuntime:
 
             self.to_wire, self.from_wire = wire_hooks(ctx)
         return stage
-
-    def _local_rank(self) -> int:
-        return int(os.environ.get("MPI_LOCALRANKID", os.environ.get(
-            "OMPI_COMM_WORLD_LOCAL_RANK", os.environ.get("SLURM_LOCALID", self.rank))))
 
     # ------------------------------------------------------------------ waits
     def flush(self) -> None:
@@ -282,6 +282,10 @@ class RankRuntime:
             self._run_source(stage)
         else:
             self._run_stage(stage)
+        if stage.ctx.device == "gpu":
+            from .gpu import record_gpu_memory
+
+            record_gpu_memory(self.m.extra, stage.ctx.xp)
         self.seq = "shutdown"
         self._shutdown()
         return stage.result() if isinstance(stage, Sink) and self.role.is_root else None
@@ -508,9 +512,10 @@ def run_rank(spec: JobSpec, comm: Any, opts: RunOptions | None = None) -> Any:
     plan = make_plan(spec, start_seq=opts.start_seq)
     size, rank = comm.Get_size(), comm.Get_rank()
     if size != plan.size:
-        if rank == 0:
-            print(f"streampipe: job {spec.name!r} needs {plan.size} ranks (sum of replicas x group "
-                  f"over its stages) but was started with {size}", file=sys.stderr, flush=True)
+        # every rank says it: under a batch system each rank's stderr may land in its own file
+        print(f"streampipe: rank {rank}: job {spec.name!r} needs {plan.size} ranks (sum of "
+              f"replicas x group over its stages) but was started with {size}",
+              file=sys.stderr, flush=True)
         raise SystemExit(2)
     rt = RankRuntime(spec, plan, comm, opts)
     try:
@@ -557,6 +562,8 @@ def _fail(rt: RankRuntime, exc: BaseException | None, failed_rank: int,
           remote_message: str = "") -> None:
     """Stop the job: print (if this rank failed), save what we have, and abort everyone."""
     rt.m.close()
+    if getattr(exc, "item_seq", None) is not None:
+        rt.seq = exc.item_seq  # a batched send fails after later items: name the item at fault
     if exc is not None:
         if isinstance(exc, SystemExit):
             what = f"SystemExit({exc.code!r}) raised in the stage"

@@ -7,8 +7,9 @@ stages need the MPI runtime and are not supported here.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from types import GeneratorType
-from typing import Any, Iterable
+from typing import Any
 
 from .job import JobError, JobSpec, instantiate
 from .stage import Context, Sink, Source

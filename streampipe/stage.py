@@ -9,9 +9,10 @@ Plain functions become stateless stages with :func:`stage`.
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any
 
 __all__ = ["Context", "Stage", "Source", "Sink", "FunctionStage", "stage", "StageError"]
 
@@ -63,7 +64,7 @@ class Context:
         self._need_runtime("send_feedback").send_feedback(self.seq, value)
 
     def feedback(self, seq: int) -> Any:
-        """Wait for, and return, the feedback value that the feedback producer sent for item ``seq``.
+        """Wait for, and return, the feedback value sent for item ``seq``.
 
         ``seq`` must be an earlier item than the one being processed; the wait keeps this rank's
         communication going and fails with a clear error when the value can never come.
@@ -71,7 +72,7 @@ class Context:
         return self._need_runtime("feedback").wait_feedback(self.seq, seq)
 
     def release_feedback(self, seq: int) -> None:
-        """Forget the feedback value of item ``seq`` (frees memory; values are kept until released)."""
+        """Forget the feedback value of item ``seq`` (values are kept until released)."""
         self._need_runtime("release_feedback").release_feedback(seq)
 
     @contextmanager

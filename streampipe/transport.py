@@ -15,8 +15,9 @@ import os
 import pickle
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 TAG_MSG = 7001  # pickled headers and control messages
 TAG_BUF = 7002  # raw out-of-band buffers, always right after their header
@@ -207,7 +208,8 @@ class Transport:
                     raise AbortRequested(src, payload)
                 handler = self.handlers.get(edge)
                 if handler is None:
-                    raise RuntimeError(f"rank {self.rank}: message for unknown edge {edge} from {src}")
+                    raise RuntimeError(
+                        f"rank {self.rank}: message for unknown edge {edge} from {src}")
                 handler(src, kind, payload)
                 done = True
             if not queue:

@@ -104,7 +104,7 @@ class Fail(sp.Stage):
 
 class Arrays(sp.Source):
     """Yields params.n arrays of params.mb MiB each: float64 C-order, int16 Fortran-order,
-    non-contiguous views and arrays inside dicts, all derived from the seq so they can be checked."""
+    non-contiguous views and arrays inside dicts, all derived from the seq."""
 
     def setup(self, ctx):
         self.n = int(ctx.params.get("n", 6))

@@ -14,6 +14,7 @@ import tomllib
 from pipelines.genomics import (
     CoordinateSorter,
     KmerIndex,
+    MappedWriter,
     Mapper,
     ReadShards,
     load_reference,
@@ -219,7 +220,8 @@ def test_job_file_names_real_stages_and_valid_generate():
     for st in job["stages"]:
         mod, cls = st["uses"].split(":")
         classes.append(getattr(import_module(mod), cls))
-    assert classes == [ReadShards, Mapper, CoordinateSorter, HDF5Sink]
+    assert classes == [ReadShards, Mapper, CoordinateSorter, MappedWriter]
+    assert issubclass(MappedWriter, HDF5Sink)
     gen = job["stages"][0]["params"]["generate"]
     assert set(gen) <= set(SPEC)
     # The mapper's seeds cover the reads: max_mismatches < read_len // k.

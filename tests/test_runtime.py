@@ -99,7 +99,7 @@ def test_backpressure_bounds_what_each_stage_holds(tmp_path):
 def test_large_arrays_arrive_bit_exact(tmp_path):
     import numpy as np
 
-    from tests.stages import Arrays, ArrayDigest
+    from tests.stages import ArrayDigest, Arrays
 
     run = run_ok(tmp_path, """
         [pipeline]

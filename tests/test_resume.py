@@ -1,0 +1,141 @@
+"""Checkpoint and resume: after a failure at a random item, ``--resume`` completes the output so
+that every item is in it exactly once, byte-identical to an uninterrupted run.
+
+Oracle: the uninterrupted run of the same job (and, independently, the closed form x -> x^2 of
+the Square stage). The sink is tests.stages_durable.DurableFile (fsync in checkpoint, truncate in
+restore), so "exactly once" is checked on the file a user would keep, not on in-memory state.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+
+import h5py
+import numpy as np
+import pytest
+
+from streampipe.resume import checkpoint_path, resume_point
+from tests.mpiutil import streampipe
+
+N = 1500
+SLEEP = 1e-3  # ~2 s of stream, so the sink checkpoints (every 1 s) mid-run
+SECRET = "sp-test-secret-5f0c1e9a"  # an env var value that must never reach a run file
+
+JOB = """
+[pipeline]
+name = "durable"
+capacity = 8
+ordered = true
+checkpoint = true
+[[stages]]
+name = "src"
+uses = "{source}"
+params = {{n = {n}, sleep = {sleep}}}
+[[stages]]
+name = "sq"
+uses = "tests.stages:Square"
+replicas = 2
+[[stages]]
+name = "sink"
+uses = "tests.stages_durable:DurableFile"
+params = {{path = "{path}"}}
+"""
+
+
+def write_job(tmp_path, out_txt, source="tests.stages:Numbers", name="job.toml"):
+    p = tmp_path / name
+    p.write_text(JOB.format(source=source, n=N, sleep=SLEEP, path=out_txt))
+    return p
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """An uninterrupted run's output (and its run file, for the secrets check)."""
+    tmp = tmp_path_factory.mktemp("ref")
+    os.environ["SP_TEST_TOKEN"] = SECRET  # inherited by mpiexec and every rank
+    try:
+        out = tmp / "ref.txt"
+        job = write_job(tmp, out)
+        done = streampipe("run", str(job), "--out", str(tmp / "ref.h5"), "--quiet", timeout=60)
+    finally:
+        del os.environ["SP_TEST_TOKEN"]
+    assert done.returncode == 0, done.output
+    data = out.read_bytes()
+    # independent oracle: the Square stage squares 0..N-1, in order, once each
+    assert data == b"".join(f"{i * i}\n".encode() for i in range(N))
+    return data, tmp / "ref.h5"
+
+
+@pytest.mark.parametrize("stage", ["sink", "sq"])
+def test_resume_after_failure_is_exactly_once(tmp_path, reference, stage):
+    seed = random.randrange(1 << 30)
+    item = random.Random(seed).randrange(1150, 1450)  # after the first 1 s checkpoint
+    ctx = f"(seed {seed}, fault at {stage} item {item})"
+    out = tmp_path / "out.txt"
+    job = write_job(tmp_path, out)
+    run1 = tmp_path / "run1.h5"
+    done = streampipe("run", str(job), "--out", str(run1), "--quiet",
+                      "--inject", f"stage={stage},item={item},kind=raise", timeout=60)
+    assert done.returncode != 0, done.output
+    assert f"failed at item seq {item}" in done.stderr, ctx + done.output
+    hwm, offset = resume_point(str(run1))
+    # every item below the mark is durable; the mark cannot pass the item that failed
+    assert 0 < hwm <= item, ctx
+    lines = out.read_bytes()[:offset].splitlines()
+    assert lines == [str(i * i).encode() for i in range(hwm)], ctx
+
+    run2 = tmp_path / "run2.h5"
+    done = streampipe("run", str(job), "--out", str(run2), "--quiet", "--resume", str(run1),
+                      timeout=60)
+    assert done.returncode == 0, ctx + done.output
+    assert out.read_bytes() == reference[0], ctx  # identical: every item exactly once, in order
+    with h5py.File(run2, "r") as f:
+        assert f.attrs["status"] == "ok"
+
+
+def test_resume_needs_a_checkpoint(tmp_path):
+    job = write_job(tmp_path, tmp_path / "o.txt")
+    done = streampipe("run", str(job), "--resume", str(tmp_path / "none.h5"), timeout=30)
+    assert done.returncode == 2
+    assert f"no checkpoint {checkpoint_path(str(tmp_path / 'none.h5'))}" in done.stderr
+    with pytest.raises(ValueError, match="unreadable checkpoint"):
+        (tmp_path / "junk.h5.ckpt").write_bytes(b"garbage")
+        resume_point(str(tmp_path / "junk.h5"))
+
+
+def test_resume_with_a_source_that_cannot_seek(tmp_path):
+    """RssNumbers has no seek(): resuming must fail fast and say so, not replay from item 0."""
+    out = tmp_path / "o.txt"
+    run1 = tmp_path / "run1.h5"
+    ok = write_job(tmp_path, out)
+    done = streampipe("run", str(ok), "--out", str(run1), "--quiet",
+                      "--inject", "stage=sink,item=1200,kind=raise", timeout=60)
+    assert done.returncode != 0
+    noseek = write_job(tmp_path, out, source="tests.stages_durable:RssNumbers", name="b.toml")
+    done = streampipe("run", str(noseek), "--out", str(tmp_path / "r2.h5"), "--quiet",
+                      "--resume", str(run1), timeout=60)
+    assert done.returncode != 0
+    assert "source RssNumbers cannot resume: it does not override Source.seek(seq)" in \
+        done.stderr, done.output
+
+
+def test_run_file_holds_no_environment(reference):
+    """Security: a run file stores the job, versions and measurements, never the environment."""
+    texts: list[str] = []
+
+    def visit(name, obj):
+        for k, v in obj.attrs.items():
+            texts.append(f"{k}={v!r}")
+        if isinstance(obj, h5py.Dataset) and obj.dtype.kind in "SUO":
+            texts.append(repr(obj[()]))
+
+    with h5py.File(reference[1], "r") as f:
+        visit("/", f)
+        f.visititems(visit)
+        assert f["ranks/0/events"].dtype == np.float64  # measurements are numbers
+    blob = "\n".join(texts)
+    assert "job_text=" in blob  # the visitor saw the attributes (the check below can fail)
+    assert SECRET not in blob
+    assert "SP_TEST_TOKEN" not in blob
+    assert os.environ.get("PATH", "<none>") not in blob
