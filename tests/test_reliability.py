@@ -224,7 +224,7 @@ def topologies(draw):
     return stages, ordered, fault
 
 
-@settings(max_examples=6, deadline=None, derandomize=True,
+@settings(max_examples=8, deadline=None, derandomize=True,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(topologies())
 def test_random_topologies_complete_or_fail_fast(tmp_path, topo):
