@@ -7,6 +7,7 @@ MPI, h5py and the report libraries are imported only by the commands that need t
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -102,6 +103,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         n_ranks = train_ranks(spec)
     else:
         n_ranks = spec.ranks
+    if sys.stderr.isatty() and not args.quiet:
+        os.environ["STREAMPIPE_PROGRESS"] = "1"  # inherited by the ranks, whose stderr is a pipe
     rc = launch.launch(n_ranks, argv, args.mpiexec_arg)
     if rc == 0 and not _run_ok(out):
         # mpiexec can return 0 when a rank vanished without finalizing (MPI-NOTES.md)
@@ -142,7 +145,7 @@ def _run_here(args: argparse.Namespace, faults: list, start_seq: int, state: obj
         return 2
     out = args.out or (comm.bcast(default_path(spec.name) if comm.Get_rank() == 0 else None))
     opts = RunOptions(out=out, faults=faults, start_seq=start_seq, resume_state=state,
-                      quiet=args.quiet)
+                      quiet=args.quiet, progress=os.environ.get("STREAMPIPE_PROGRESS") == "1")
     if spec.train is not None:
         from .train import run_train
 

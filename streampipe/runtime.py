@@ -94,6 +94,32 @@ class RunOptions:
     progress: bool = False
 
 
+class Progress:
+    """A one-line progress display (items done, items/s) written by the sink on long runs.
+
+    Shown only when ``streampipe run`` was started from a terminal (the launcher sets
+    STREAMPIPE_PROGRESS=1), from the 2nd second on, refreshed twice a second."""
+
+    def __init__(self) -> None:
+        self.t0 = time.perf_counter()
+        self.t_next = self.t0 + 2.0
+        self.shown = False
+
+    def tick(self, items: int, now: float) -> None:
+        if now < self.t_next:
+            return
+        self.t_next = now + 0.5
+        self.shown = True
+        rate = items / max(now - self.t0, 1e-9)
+        sys.stderr.write(f"\r[streampipe] {items} items at the sink, {rate:,.0f} items/s ")
+        sys.stderr.flush()
+
+    def close(self) -> None:
+        if self.shown:
+            sys.stderr.write("\n")
+            sys.stderr.flush()
+
+
 class RankRuntime:
     """Runs one rank's part of the plan."""
 
@@ -120,6 +146,8 @@ class RankRuntime:
         self.out: OutPort | None = None
         self.fb_out: OutPort | None = None
         self.fb_in: FeedbackIn | None = None
+        self.progress = (Progress() if opts.progress and self.sp.kind == "sink"
+                         and self.role.replica == 0 and self.role.is_root else None)
         self.to_wire: Any = None  # device arrays -> host before sending (GPU stages)
         self.from_wire: Any = None  # host arrays -> device after receiving (GPU stages)
 
@@ -282,6 +310,8 @@ class RankRuntime:
             self._run_source(stage)
         else:
             self._run_stage(stage)
+        if self.progress is not None:
+            self.progress.close()
         if stage.ctx.device == "gpu":
             from .gpu import record_gpu_memory
 
@@ -444,6 +474,8 @@ class RankRuntime:
         if self.fb_out is not None and self.fb_out.pending:
             self.fb_out.flush()
         self._tick(now)
+        if self.progress is not None:
+            self.progress.tick(self.m.items_in, now)
 
     # ------------------------------------------------------------------ end of stream
     def _shutdown(self) -> None:
