@@ -272,7 +272,8 @@ def _advice(names: list[str], summary: dict, bn: dict, pipe: dict, e2e: dict,
     # the edge into the bottleneck holds most of its credits: a full queue that only waits
     full = i > 0 and summary[names[i - 1]]["edges"].get(b, {}).get("L", 0.0) > \
         0.5 * rb["capacity"] * rb["replicas"]
-    if e2e["items"] and n_star > 0 and e2e["L"] > 2 * n_star + 1 and full:
+    small = any(a["kind"] == "capacity_small" for a in out)  # the two advices exclude each other
+    if e2e["items"] and n_star > 0 and e2e["L"] > 2 * n_star + 1 and full and not small:
         k = max(2, math.ceil(n_star / max(len(names) - 1, 1)) + 1)
         out.append({"kind": "capacity_large", "in_flight": e2e["L"], "saturation": n_star,
                     "W": e2e["W"], "latency_bound": pipe["latency_bound"], "capacity": k,
@@ -343,10 +344,26 @@ def analyze(plan: Any, ranks: list[dict | None], meta: dict | None = None,
         flags.append({"where": "end_to_end", "residual": e2e["little_residual"]})
     bn = bottleneck(summary)
     doc["serial"] = serial_fraction(names, summary)
+    advice = _advice(names, summary, bn, pipe, e2e, flags)
+    _note_cores(advice, ranks)
     doc.update(pipeline={k: _finite(v) if isinstance(v, float) else v for k, v in pipe.items()},
-               edges=edges, end_to_end=e2e, bottleneck=bn,
-               advice=_advice(names, summary, bn, pipe, e2e, flags), little_flags=flags)
+               edges=edges, end_to_end=e2e, bottleneck=bn, advice=advice, little_flags=flags)
     return doc
+
+
+def _note_cores(advice: list[dict[str, Any]], ranks: list[dict | None]) -> None:
+    """Replica advice assumes a core per rank: say so when the hosts of the run had fewer."""
+    per_host: dict[str, list[int]] = {}
+    for d in ranks:
+        if d and d.get("cpus"):
+            per_host.setdefault(d.get("host", "?"), []).append(int(d["cpus"]))
+    over = [(h, len(c), c[0]) for h, c in per_host.items() if len(c) >= c[0]]
+    for a in advice:
+        if a["kind"] == "replicas" and over:
+            h, n, cpus = over[0]
+            a["cores_note"] = {"host": h, "ranks": n, "cpus": cpus}
+            a["text"] += (f" (given a free core per rank: host {h} already runs {n} ranks on "
+                          f"{cpus} cores)")
 
 
 def _rank_row(r: int, d: dict) -> dict[str, Any]:

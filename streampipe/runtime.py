@@ -528,7 +528,7 @@ class RankRuntime:
 def _stats(rt: RankRuntime) -> dict[str, Any]:
     d = rt.m.dump()
     d.update(rank=rt.rank, stage=rt.sp.name, stage_index=rt.sp.index, replica=rt.role.replica,
-             group_rank=rt.role.group_rank, host=rt.host,
+             group_rank=rt.role.group_rank, host=rt.host, cpus=os.cpu_count() or 0,
              bytes_sent=rt.t.bytes_sent, bytes_received=rt.t.bytes_received,
              messages_sent=rt.t.messages_sent, messages_received=rt.t.messages_received)
     return d
