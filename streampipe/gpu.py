@@ -111,8 +111,8 @@ def gpu_available() -> bool:
     return _usable_cupy()[0] is not None
 
 
-def node_local_rank(comm: Any) -> int:
-    """This rank's index among the ranks of ``comm`` on the same node (shared-memory domain).
+def node_layout(comm: Any) -> tuple[int, int]:
+    """(this rank's index, number of ranks) among the ranks of ``comm`` on the same node.
 
     Collective: every rank of ``comm`` must call it, once, at the same point.  Unlike the
     launcher's environment variables it works under any launcher (mpiexec, srun, PBS).
@@ -121,9 +121,14 @@ def node_local_rank(comm: Any) -> int:
 
     node = comm.Split_type(MPI.COMM_TYPE_SHARED, key=comm.Get_rank())
     try:
-        return int(node.Get_rank())
+        return int(node.Get_rank()), int(node.Get_size())
     finally:
         node.Free()
+
+
+def node_local_rank(comm: Any) -> int:
+    """This rank's index among the ranks of ``comm`` on the same node (collective)."""
+    return node_layout(comm)[0]
 
 
 def select_gpu(local_rank: int, count: int) -> int:

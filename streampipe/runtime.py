@@ -183,10 +183,11 @@ class RankRuntime:
 
         sp = self.sp
         stage = instantiate(self.sspec, f"stages[{sp.index}]")
-        from .gpu import node_local_rank
+        from .gpu import node_layout
 
         # collective (a split of the world by node): every rank calls it once, GPU stage or not
-        local = node_local_rank(self.comm)
+        local, n_local = node_layout(self.comm)
+        self.t.set_spin(n_local)
         device, xp = resolve_device(sp.device, local, sp.name,
                                     log=self.role.replica == 0 and self.role.is_root)
         from mpi4py import MPI

@@ -200,6 +200,9 @@ def test_node_local_rank_splits_by_shared_memory_and_frees():
         def Get_rank(self):
             return 3
 
+        def Get_size(self):
+            return 4
+
         def Free(self):
             calls.append("free")
 
@@ -213,6 +216,7 @@ def test_node_local_rank_splits_by_shared_memory_and_frees():
 
     assert gpu.node_local_rank(Comm()) == 3
     assert calls == [(MPI.COMM_TYPE_SHARED, 11), "free"]
+    assert gpu.node_layout(Comm()) == (3, 4)
 
 
 @pytest.mark.mpi
