@@ -315,6 +315,7 @@ class FeedbackIn:
         self.edge = edge
         self.sources = sources
         self.values: dict[int, Any] = {}
+        self.watermark = -1  # every seq up to here was handled by the (single) producer
         self.eos: set[int] = set()
         self.limit = limit
         self.stage = stage
@@ -327,7 +328,10 @@ class FeedbackIn:
                 self.eos.add(src)
                 continue
             n += 1
-            self.values[rec[1][0]] = rec[2]
+            if rec[0] == ITEM:
+                self.values[rec[1][0]] = rec[2]
+            else:  # TOMB(w): the producer's watermark
+                self.watermark = max(self.watermark, rec[1][0])
         if len(self.values) > self.limit:
             raise RuntimeError(
                 f"stage {self.stage!r} holds {len(self.values)} feedback values (limit "

@@ -151,4 +151,11 @@ def make_plan(spec: JobSpec, start_seq: int = 0) -> Plan:
     # a FIFO or a heads merge keeps order without them.
     cursor = [plan.merge_kind(i) == "cursor" for i in range(n)]
     plan.markers = [spec.ordered and any(cursor[i + 1:]) for i in range(n)]
+    # A single-replica feedback producer with ordered input reports how far it got (a watermark),
+    # so a consumer waiting for a value that will never come fails instead of waiting: dropped
+    # items between the two must reach the producer as tombstones.
+    for st in stages:
+        if spec.ordered and st.feedback_to is not None and st.replicas == 1:
+            for j in range(st.feedback_to, st.index):
+                plan.markers[j] = True
     return plan

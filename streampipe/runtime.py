@@ -148,6 +148,10 @@ class RankRuntime:
         self.fb_in: FeedbackIn | None = None
         self.progress = (Progress() if opts.progress and self.sp.kind == "sink"
                          and self.role.replica == 0 and self.role.is_root else None)
+        # watermark of a single-replica feedback producer with ordered input (see plan.py)
+        self.fb_watermarks = (plan.ordered and self.sp.replicas == 1
+                              and self.sp.feedback_to is not None)
+        self.fb_mark = self.fb_mark_sent = -1
         self.to_wire: Any = None  # device arrays -> host before sending (GPU stages)
         self.from_wire: Any = None  # host arrays -> device after receiving (GPU stages)
 
@@ -217,6 +221,10 @@ class RankRuntime:
             self.inp.flush_credits()
 
     def _wait(self, until: Any, state: int, what: str) -> None:
+        if self.fb_mark > self.fb_mark_sent and state == M.STARVED and self.fb_out.has_credit():
+            # idle feedback producer: tell the consumers how far the stream has got
+            self.fb_mark_sent = self.fb_mark
+            self.fb_out.put((TOMB, (self.fb_mark,), None))
         self.flush()
         prev = self.m.enter(state)
         # the per-item timeout measures the stage's own time: a wait for credit (a slow stage
@@ -279,11 +287,16 @@ class RankRuntime:
                                "earlier in the stream: dependencies must point backwards (a cycle)")
         if seq not in fb.values:
             deadline = time.perf_counter() + self.opts.feedback_timeout
-            self._wait(lambda: seq in fb.values or fb.exhausted
+            self._wait(lambda: seq in fb.values or fb.exhausted or fb.watermark >= seq
                        or time.perf_counter() > deadline, M.STARVED, "waiting for feedback")
             if seq not in fb.values:
-                why = ("its producer finished without sending it" if fb.exhausted else
-                       f"it did not come within {self.opts.feedback_timeout:.0f} s")
+                if fb.exhausted:
+                    why = "its producer finished without sending it"
+                elif fb.watermark >= seq:
+                    why = ("its producer has handled that item without sending feedback for it "
+                           "(dropped before reaching it, or no ctx.send_feedback call)")
+                else:
+                    why = f"it did not come within {self.opts.feedback_timeout:.0f} s"
                 raise RuntimeError(f"item {current} waits for feedback of item {seq}, but {why}")
         return fb.values[seq]
 
@@ -382,6 +395,12 @@ class RankRuntime:
                 break
             t_recv, rec = got
             kind, key, value = rec
+            if self.fb_watermarks:
+                # a key of length 1 is complete once handled, a fan-out child is not, and the
+                # source's END((), n) completes everything before n
+                done = value - 1 if not key else key[0] if len(key) == 1 else key[0] - 1
+                if done > self.fb_mark and done != FINAL:
+                    self.fb_mark = done
             if kind != ITEM:
                 if out is not None and markers:
                     self._emit(out, rec)

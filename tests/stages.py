@@ -211,3 +211,14 @@ class Branch(sp.Stage):
         if self.drop and h % self.drop == 0:
             return None
         return ((item, i) for i in range(h % self.k))
+
+
+class DropAt(sp.Stage):
+    """Drops the item whose payload equals params.at (the item is a (x, prev) pair or x)."""
+
+    def setup(self, ctx):
+        self.at = int(ctx.params.get("at", 5))
+
+    def process(self, item):
+        x = item[0] if isinstance(item, tuple) else item
+        return None if x == self.at else item

@@ -238,3 +238,35 @@ def test_group_stage_runs_spmd_on_its_sub_communicator(tmp_path):
     # three ranks each add x + group_rank: 3x + 0 + 1 + 2
     assert run["meta"]["result"] == [3 * x + 3 for x in range(40)]
     assert run["meta"]["ranks"] == 8
+
+
+def test_dependency_on_a_dropped_item_fails_fast_instead_of_hanging(tmp_path):
+    # item 6 needs the feedback of item 5, which a stage between drops: the producer's watermark
+    # tells the waiting stage that the value will never come
+    path = job(tmp_path, """
+        [pipeline]
+        capacity = 2
+        [[stages]]
+        name = "numbers"
+        uses = "tests.stages:Numbers"
+        params = { n = 50 }
+        [[stages]]
+        name = "prefix"
+        uses = "tests.stages:PrefixFeedback"
+        params = { lag = 1 }
+        [[stages]]
+        name = "drop"
+        uses = "tests.stages:DropAt"
+        params = { at = 5 }
+        [[stages]]
+        name = "add"
+        uses = "tests.stages:AddFeedback"
+        feedback_to = "prefix"
+        [[stages]]
+        name = "collect"
+        uses = "tests.stages:Collect"
+        """)
+    done = streampipe("run", path, "--out", str(tmp_path / "r.h5"), timeout=30)
+    assert done.returncode != 0 and done.seconds < 10, done.output
+    assert "item 6 waits for feedback of item 5" in done.stderr
+    assert "handled that item without sending feedback" in done.stderr

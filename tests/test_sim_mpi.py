@@ -61,18 +61,23 @@ def test_sleep_pipeline_rate_matches_the_simulator(tmp_path):
 
 
 def test_var_job_rate_matches_simulation_from_its_run_file(tmp_path):
-    out = tmp_path / "var.h5"
-    done = streampipe("run", "jobs/var.toml", "--out", str(out), "--quiet", timeout=60,
-                      cwd=ROOT)
-    assert done.returncode == 0, done.output
-    run = read(str(out))
     plan = make_plan(load_job(str(ROOT / "jobs/var.toml")))
-    items = int(run["summary"]["scenarios"]["items"])
-    sim = simulate(plan, times_from_run(run), items, latency=latency_from_run(run))
-    # replayed per-item times + measured hop latency. Measured on this 2-core machine (4 ranks):
-    # the simulation is 4-14% faster than the run, the rest being ranks waiting for a core
-    # between items (in no stage's service time). 20% keeps the test meaningful: a model
-    # without blocking or with the replicas ignored misses by 2x
-    real = pipeline_rate(run["summary"])
-    assert sim.throughput == pytest.approx(real, rel=0.20)
-    assert sim.throughput >= 0.95 * real  # the model leaves overheads out, never adds them
+    ratios = []
+    # replayed per-item times + measured hop latency. On a quiet 2-core machine (4 ranks) the
+    # simulation is 1-5% faster than the run (ranks waiting for a core between items are in no
+    # stage's service time); when other work loads the machine that grows, so one retry.
+    for attempt in range(2):
+        out = tmp_path / f"var{attempt}.h5"
+        done = streampipe("run", "jobs/var.toml", "--out", str(out), "--quiet", timeout=60,
+                          cwd=ROOT)
+        assert done.returncode == 0, done.output
+        run = read(str(out))
+        items = int(run["summary"]["scenarios"]["items"])
+        sim = simulate(plan, times_from_run(run), items, latency=latency_from_run(run))
+        real = pipeline_rate(run["summary"])
+        ratios.append(sim.throughput / real)
+        assert sim.throughput >= 0.95 * real  # the model leaves overheads out, never adds them
+        if abs(ratios[-1] - 1) <= 0.10:
+            break
+    # within 10% (the bound); a model without blocking or without replicas misses by 2x
+    assert abs(ratios[-1] - 1) <= 0.10, ratios
