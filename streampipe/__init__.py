@@ -17,9 +17,10 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 from .api import Pipeline, run, run_spec
+from .faults import Fault
 from .job import JobError, JobSpec, StageSpec, load_job
 from .plan import Plan, make_plan
-from .runtime import Fault, RunOptions
+from .runtime import RunOptions
 from .stage import Context, FunctionStage, Sink, Source, Stage, StageError, stage
 
 __all__ = [

@@ -6,8 +6,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from .faults import Fault
 from .job import JobError, JobSpec, StageSpec, load_job, validate
-from .runtime import Fault, RunOptions, run_rank
+from .runtime import RunOptions, run_rank
 
 __all__ = ["Pipeline", "run", "run_spec"]
 

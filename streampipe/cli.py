@@ -74,8 +74,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from . import launch
+    from .faults import parse_inject
     from .runfile import default_path
-    from .runtime import parse_inject
 
     faults = [parse_inject(s) for s in args.inject]
     start_seq, state = 0, None

@@ -346,6 +346,7 @@ def analyze(plan: Any, ranks: list[dict | None], meta: dict | None = None,
     doc["serial"] = serial_fraction(names, summary)
     advice = _advice(names, summary, bn, pipe, e2e, flags)
     _note_cores(advice, ranks)
+    doc["per_host"] = per_host(plan, ranks)
     doc.update(pipeline={k: _finite(v) if isinstance(v, float) else v for k, v in pipe.items()},
                edges=edges, end_to_end=e2e, bottleneck=bn, advice=advice, little_flags=flags)
     return doc
@@ -373,6 +374,60 @@ def _rank_row(r: int, d: dict) -> dict[str, Any]:
             **{s: d["time"][s] / el for s in STATES},
             "items_in": int(d["items_in"]), "items_out": int(d["items_out"]),
             "events": int(len(d["events"])), "events_dropped": int(d.get("events_dropped", 0))}
+
+
+# ----------------------------------------------------------------------------- hosts
+def per_host(plan: Any, ranks: list[dict | None]) -> dict[str, Any]:
+    """Where the work ran: per host its ranks, items and items/s, and per pair of hosts (in the
+    direction items flow) the hop time an item took from the sender's send to the receiver's
+    take-in, joined by source seq rank by rank. Across real hosts the hop also carries the hosts'
+    clock offset (see docs/diagnostics.md); the minimum bounds it."""
+    stages = _plan_stages(plan)
+    roots = [[r for g in st["groups"] for r in g[:1] if r < len(ranks) and ranks[r]]
+             for st in stages]
+    hosts: dict[str, dict[str, Any]] = {}
+    for st, rs in zip(stages, roots, strict=True):
+        for r in rs:
+            d = ranks[r]
+            h = hosts.setdefault(d.get("host", "?"), {"ranks": [], "stages": [], "items": 0,
+                                                      "ev": []})
+            h["ranks"].append(r)
+            h["stages"].append(st["name"] if st["replicas"] == 1
+                               else f"{st['name']}[{d.get('replica', '?')}]")
+            h["items"] += int(d["items_in"])
+            if len(d["events"]):
+                h["ev"].append(_wall_events(d))
+    rows = []
+    for name, h in sorted(hosts.items()):
+        ev = np.concatenate(h.pop("ev")) if h["ev"] else np.empty((0, 5))
+        window = float(ev[:, T_SENT].max() - ev[:, T_RECV].min()) if len(ev) else 0.0
+        rows.append({"host": name, **h, "window": window,
+                     "throughput": h["items"] / window if window > 0 else 0.0})
+    hops: dict[tuple[str, str], list[np.ndarray]] = {}
+    for a, b in pairwise(roots):
+        for ra in a:
+            ea = _wall_events(ranks[ra])
+            for rb in b:
+                key = (ranks[ra].get("host", "?"), ranks[rb].get("host", "?"))
+                hops.setdefault(key, []).append(_join(ea, T_SENT, _wall_events(ranks[rb]),
+                                                      T_RECV))
+    links = []
+    for (src, dst), parts in sorted(hops.items()):
+        t = np.concatenate(parts)
+        links.append({"from": src, "to": dst, "items": int(len(t)),
+                      "hop_min": float(t.min()) if len(t) else None,
+                      "hop_median": float(np.median(t)) if len(t) else None})
+    return {"hosts": rows, "links": links}
+
+
+def _host_lines(hosts: dict[str, Any]) -> list[str]:
+    lines = [f"host {h['host']}: ranks {','.join(map(str, h['ranks']))} "
+             f"({', '.join(h['stages'])}), {h['items']} items, {h['throughput']:.1f} items/s"
+             for h in hosts["hosts"]]
+    lines += [f"hop {k['from']}->{k['to']}: {k['items']} items, median "
+              f"{1e3 * k['hop_median']:.3f} ms, min {1e3 * k['hop_min']:.3f} ms"
+              for k in hosts["links"] if k["items"]]
+    return lines
 
 
 # ----------------------------------------------------------------------------- text
@@ -405,6 +460,8 @@ def _conclusions(doc: dict) -> list[str]:
                      f"{1e3 * e2e['W']:.1f} ms, |L-λW|/L {e2e['little_residual']:.3f}; "
                      f"throughput saturates at ~{e2e['saturation_in_flight']:.1f} in flight")
     lines += [f"advice: {a['text']}" for a in doc["advice"]]
+    if doc.get("per_host") and len(doc["per_host"]["hosts"]) > 1:
+        lines += _host_lines(doc["per_host"])
     return lines
 
 

@@ -9,7 +9,6 @@ with one message naming stage, replica, rank and item.
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import sys
 import threading
@@ -21,55 +20,17 @@ from typing import Any
 
 from . import metrics as M
 from .channel import END, FINAL, ITEM, TOMB, FeedbackIn, InPort, OutPort
+from .faults import Fault
 from .job import JobSpec, instantiate
 from .plan import Plan, Role, make_plan
 from .stage import Context, Sink, Source
 from .transport import CONTROL, AbortRequested, Backoff, Transport
 
-__all__ = ["RunOptions", "Fault", "StageFailure", "run_rank", "parse_inject"]
+__all__ = ["RunOptions", "StageFailure", "run_rank"]
 
 DONE_EDGE = -3  # rank -> rank 0: metrics and sink result at the end
 FINAL_EDGE = -4  # rank 0 -> all: the job's results
 FAIL_EDGE = -5  # rank -> rank 0: partial metrics after a failure
-FAULT_KINDS = ("raise", "exit", "sleep", "kill")
-
-
-@dataclass(frozen=True)
-class Fault:
-    """An injected fault: ``kind`` happens when ``stage`` (replica, if given) reaches ``item``."""
-
-    stage: str
-    item: int
-    kind: str = "raise"
-    replica: int | None = None
-
-
-def parse_inject(text: str) -> Fault:
-    """Parse ``stage=value,item=137,kind=raise[,replica=1]`` (the ``--inject`` syntax)."""
-    fields: dict[str, str] = {}
-    for part in text.split(","):
-        k, eq, v = part.partition("=")
-        if not eq:
-            raise ValueError(f"--inject {text!r}: expected key=value pairs, got {part!r}")
-        fields[k.strip()] = v.strip()
-    unknown = set(fields) - {"stage", "item", "kind", "replica"}
-    if unknown:
-        raise ValueError(f"--inject {text!r}: unknown key {sorted(unknown)[0]!r}")
-    if "stage" not in fields or "item" not in fields:
-        raise ValueError(f"--inject {text!r}: needs stage=NAME and item=SEQ")
-    kind = fields.get("kind", "raise")
-    if kind not in FAULT_KINDS:
-        raise ValueError(f"--inject {text!r}: kind must be one of {', '.join(FAULT_KINDS)}")
-    try:
-        item = int(fields["item"])
-        replica = int(fields["replica"]) if "replica" in fields else None
-    except ValueError:
-        raise ValueError(f"--inject {text!r}: item and replica must be integers") from None
-    return Fault(fields["stage"], item, kind, replica)
-
-
-class InjectedFault(RuntimeError):
-    """The exception an injected ``kind=raise`` fault raises."""
 
 
 class StageFailure(RuntimeError):
@@ -336,15 +297,7 @@ class RankRuntime:
 
     def _check_fault(self, seq: int) -> None:
         for f in self.faults:
-            if f.item == seq:
-                if f.kind == "raise":
-                    raise InjectedFault(f"injected fault (kind=raise) at item {seq}")
-                if f.kind == "exit":
-                    sys.exit(3)
-                if f.kind == "kill":
-                    os.kill(os.getpid(), signal.SIGKILL)
-                if f.kind == "sleep":
-                    time.sleep(3600)
+            f.trigger(seq)
 
     def _run_source(self, src: Source) -> None:
         m = self.m

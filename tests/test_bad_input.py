@@ -13,8 +13,8 @@ import re
 import numpy as np
 import pytest
 
+from streampipe.faults import parse_inject
 from streampipe.job import JobError, apply_overrides, load_job, parse_job
-from streampipe.runtime import parse_inject
 from streampipe.stage import Context, StageError
 from tests.mpiutil import mpiexec, streampipe
 
