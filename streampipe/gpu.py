@@ -117,13 +117,10 @@ def node_layout(comm: Any) -> tuple[int, int]:
     Collective: every rank of ``comm`` must call it, once, at the same point.  Unlike the
     launcher's environment variables it works under any launcher (mpiexec, srun, PBS).
     """
-    from mpi4py import MPI  # noqa: PLC0415 - keep `import streampipe.gpu` MPI-free
+    from .transport import node_peers  # noqa: PLC0415 - keep `import streampipe.gpu` MPI-free
 
-    node = comm.Split_type(MPI.COMM_TYPE_SHARED, key=comm.Get_rank())
-    try:
-        return int(node.Get_rank()), int(node.Get_size())
-    finally:
-        node.Free()
+    peers = node_peers(comm)
+    return peers.index(comm.Get_rank()), len(peers)
 
 
 def node_local_rank(comm: Any) -> int:

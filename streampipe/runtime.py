@@ -148,11 +148,8 @@ class RankRuntime:
 
         sp = self.sp
         stage = instantiate(self.sspec, f"stages[{sp.index}]")
-        from .gpu import node_layout
-
         # collective (a split of the world by node): every rank calls it once, GPU stage or not
-        local, n_local = node_layout(self.comm)
-        self.t.set_spin(n_local)
+        local, _ = self.t.join_node()
         device, xp = resolve_device(sp.device, local, sp.name,
                                     log=self.role.replica == 0 and self.role.is_root)
         from mpi4py import MPI

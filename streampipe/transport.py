@@ -80,6 +80,20 @@ def spin_window(ranks_on_node: int) -> float:
     return 100e-6 if ranks_on_node <= cores else 0.0
 
 
+def node_peers(comm: Any) -> list[int]:
+    """Ranks of ``comm`` on this node (the same shared-memory domain), in rank order.
+
+    Collective: every rank of ``comm`` calls it once, at the same point.
+    """
+    from mpi4py import MPI
+
+    node = comm.Split_type(MPI.COMM_TYPE_SHARED, key=comm.Get_rank())
+    try:
+        return [int(r) for r in node.allgather(comm.Get_rank())]
+    finally:
+        node.Free()
+
+
 class Backoff:
     """Poll for ``spin`` seconds, then yield, then sleep up to ``cap`` seconds between polls.
 
@@ -152,9 +166,12 @@ class Transport:
         self.messages_sent = 0
         self.messages_received = 0
 
-    def set_spin(self, ranks_on_node: int) -> None:
-        """Choose how long waits poll before sleeping, from how crowded this node is."""
-        self.spin = spin_window(ranks_on_node)
+    def join_node(self) -> tuple[int, int]:
+        """Learn this node's ranks (collective), choose how long waits poll before sleeping,
+        and return (node-local rank, ranks on the node)."""
+        peers = node_peers(self.comm)
+        self.spin = spin_window(len(peers))
+        return peers.index(self.rank), len(peers)
 
     # ----- sending -------------------------------------------------------------------------
     def send(self, dest: int, kind: int, edge: int, payload: Any) -> None:

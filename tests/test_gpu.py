@@ -197,11 +197,8 @@ def test_node_local_rank_splits_by_shared_memory_and_frees():
     calls = []
 
     class Sub:
-        def Get_rank(self):
-            return 3
-
-        def Get_size(self):
-            return 4
+        def allgather(self, rank):
+            return [8, 9, 10, rank]  # world ranks on this node; this one is 4th
 
         def Free(self):
             calls.append("free")
