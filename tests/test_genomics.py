@@ -227,3 +227,14 @@ def test_job_file_names_real_stages_and_valid_generate():
     # The mapper's seeds cover the reads: max_mismatches < read_len // k.
     mp = job["stages"][1]["params"]
     assert mp["max_mismatches"] < gen["read_len"] // mp["k"]
+
+
+def test_reusing_a_dataset_made_with_other_generate_values_is_an_error(tmp_path):
+    from pipelines.genomics.data import ensure_dataset
+
+    spec = {"genome_len": 5000, "n_reads": 200, "read_len": 32, "n_shards": 2}
+    ensure_dataset(tmp_path / "d", spec, replica=0)
+    ensure_dataset(tmp_path / "d", spec, replica=0)  # same values: reused
+    with pytest.raises(ValueError, match=r"params.generate.n_reads: the dataset in .* was made "
+                                         r"with 200 but the job asks for 300"):
+        ensure_dataset(tmp_path / "d", {**spec, "n_reads": 300}, replica=1)

@@ -4,6 +4,8 @@ from it with known positions and a few mismatches, stored as sharded HDF5 (layou
 
 from __future__ import annotations
 
+import inspect
+import json
 import os
 import shutil
 import tempfile
@@ -103,6 +105,10 @@ def make_dataset(out_dir: str | os.PathLike[str], genome_len: int = 100_000,
                                replica=s, replicas=n_shards))
             sink.consume({k: v[rows] for k, v in data.items()})
             sink.finish()
+        (tmp / MADE_WITH).write_text(json.dumps(_generate_params(
+            genome_len=genome_len, n_reads=n_reads, read_len=read_len, n_shards=n_shards,
+            mismatch_rate=mismatch_rate, seed=seed, n_repeats=n_repeats, copies=copies,
+            repeat_len=repeat_len), sort_keys=True))
         if out.exists():
             shutil.rmtree(out)
         os.replace(tmp, out)
@@ -127,12 +133,38 @@ def load_reference(path: str | os.PathLike[str]) -> Genome:
                          f"{exc}") from exc
 
 
+MADE_WITH = "generate.json"  # the make_dataset arguments a dataset directory was made with
+
+
+def _generate_params(**given: Any) -> dict[str, Any]:
+    """make_dataset's arguments with its defaults filled in."""
+    sig = inspect.signature(make_dataset)
+    params = {k: p.default for k, p in sig.parameters.items() if k != "out_dir"}
+    params.update(given)
+    return params
+
+
+def _check_made_with(out: Path, spec: dict[str, Any]) -> None:
+    """A dataset made with other ``generate`` values must not be reused silently."""
+    path = out / MADE_WITH
+    if not path.exists():
+        return
+    made = json.loads(path.read_text())
+    want = _generate_params(**spec)
+    for key in sorted(want):
+        if made.get(key) != want[key]:
+            raise ValueError(
+                f"params.generate.{key}: the dataset in {out} was made with {made.get(key)!r} "
+                f"but the job asks for {want[key]!r}; delete {out} or point params.dir elsewhere")
+
+
 def ensure_dataset(out_dir: str | os.PathLike[str], spec: dict[str, Any], replica: int,
                    timeout_s: float = 600.0) -> Path:
     """Create the dataset once: replica 0 generates it if absent, other replicas wait for it."""
     out = Path(out_dir)
     ready = out / READS / INDEX_NAME
     if ready.exists():
+        _check_made_with(out, spec)
         return out
     if replica == 0:
         return make_dataset(out, **spec)
