@@ -566,7 +566,13 @@ def _fail(rt: RankRuntime, exc: BaseException | None, failed_rank: int,
     rt.m.close()
     if getattr(exc, "item_seq", None) is not None:
         rt.seq = exc.item_seq  # a batched send fails after later items: name the item at fault
-    if exc is not None:
+    if isinstance(exc, KeyboardInterrupt):
+        # Ctrl-C reaches every rank at once: one short line, not a traceback per rank
+        msg = "streampipe: interrupted (Ctrl-C)"
+        if rt.rank == 0:
+            print(msg, file=sys.stderr, flush=True)
+        rt.t.abort_others(msg, rt.size)
+    elif exc is not None:
         if isinstance(exc, SystemExit):
             what = f"SystemExit({exc.code!r}) raised in the stage"
         else:
