@@ -16,9 +16,14 @@ Model (what the runtime does, reduced to timing):
 * ``L`` and ``W`` mean what the run report measures: items a rank holds from taking them in to
   sending them on (the runtime receives a message only between items, so a queued item is not
   yet "held"); the queue in front of each stage is reported separately as ``Lq``/``Wq``;
-* items are 1:1 (fan-out, drops and ``finish()`` output are not modelled), feedback waits are
-  not modelled separately (measured service times from a run file include them), and message
-  latency is one constant per hop (``latency``; ``--from`` measures its median).
+* a stage passes on ``ratio`` items per input (fan-out, drops; :class:`Flow`), or is a
+  *barrier* whose outputs all come from ``finish()``, ``finish`` seconds after its last input
+  was handled. The pipeline is cut after each such stage and the 1:1 pieces run in turn, the
+  next piece's arrivals being the outputs' send times; across a cut there is no back-pressure
+  (exact for a barrier, which holds everything anyway);
+* feedback waits are not modelled separately (measured service times from a run file include
+  them), and message latency is one constant per hop (``latency``; ``--from`` measures its
+  median).
 
 For one item the departure times of all stages follow a max-plus recurrence that is linear along
 the pipeline::
@@ -43,8 +48,9 @@ import numpy as np
 
 from .plan import Plan
 
-__all__ = ["Dist", "SimResult", "parse_time", "parse_dist", "parse_times", "times_from_run",
-           "latency_from_run", "simulate", "pipeline_rate", "main"]
+__all__ = ["Dist", "Flow", "SimResult", "parse_time", "parse_dist", "parse_times", "parse_flows",
+           "times_from_run", "flows_from_run", "latency_from_run", "simulate", "pipeline_rate",
+           "main"]
 
 UNITS = {"s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "ns": 1e-9}
 KINDS = ("const", "normal", "lognormal", "exp", "empirical", "trace")
@@ -107,6 +113,26 @@ class Dist:
         return f"{self.kind}({1e3 * self.a:.3g}ms)"
 
 
+@dataclass
+class Flow:
+    """How a stage passes items on: ``ratio`` outputs per input (fan-out > 1, drops < 1) and,
+    for a *barrier* (outputs come from ``finish()``), all outputs released ``finish`` seconds
+    after the stage handled its last input."""
+
+    ratio: float = 1.0
+    barrier: bool = False
+    finish: float = 0.0
+
+    @property
+    def changes(self) -> bool:
+        """Whether the items after this stage are not the items before it (a 1:1 cut)."""
+        return self.barrier or self.ratio != 1.0
+
+    def __str__(self) -> str:
+        text = f"x{self.ratio:.4g}"
+        return text + (f" barrier(finish {1e3 * self.finish:.3g}ms)" if self.barrier else "")
+
+
 def parse_dist(text: str, where: str = "time") -> Dist:
     """``8ms`` | ``const(8ms)`` | ``normal(8ms,1ms)`` | ``lognormal(8ms,4ms)`` | ``exp(8ms)``."""
     m = re.fullmatch(r"\s*([a-z]+)\s*\((.*)\)\s*", text)
@@ -123,17 +149,50 @@ def parse_dist(text: str, where: str = "time") -> Dist:
     return Dist(kind, vals[0], vals[1] if len(vals) > 1 else 0.0)
 
 
-def parse_times(spec: str) -> dict[str, Dist]:
-    """``"value=normal(8ms,1ms),scenarios=2ms"`` -> {stage: Dist}; commas inside () belong to
-    the distribution."""
-    out: dict[str, Dist] = {}
+def _split_times(spec: str) -> list[tuple[str, str, list[str]]]:
+    """``STAGE=TIME[:xRATIO][:finish(TIME)]`` items -> (stage, time text, suffixes)."""
+    out = []
     for part in re.split(r",(?![^()]*\))", spec.strip()):
         if not part.strip():
             continue
         if "=" not in part:
             raise ValueError(f"--times: expected STAGE=TIME, got {part.strip()!r}")
         name, value = (s.strip() for s in part.split("=", 1))
-        out[name] = parse_dist(value, f"--times {name}")
+        value, *suffixes = (v.strip() for v in value.split(":"))
+        out.append((name, value, suffixes))
+    return out
+
+
+def parse_times(spec: str) -> dict[str, Dist]:
+    """``"value=normal(8ms,1ms),scenarios=2ms"`` -> {stage: Dist}; commas inside () belong to
+    the distribution. Flow suffixes (``:x0.5``, ``:finish(5ms)``) are read by
+    :func:`parse_flows`."""
+    return {name: parse_dist(value, f"--times {name}")
+            for name, value, _ in _split_times(spec)}
+
+
+def parse_flows(spec: str) -> dict[str, Flow]:
+    """The flow suffixes of a --times string: ``sort=1ms:x0.5`` (0.5 outputs per input) and
+    ``sort=1ms:finish(20ms)`` (a barrier: outputs come from finish(), which takes 20 ms)."""
+    out: dict[str, Flow] = {}
+    for name, _, suffixes in _split_times(spec):
+        if not suffixes:
+            continue
+        f = out[name] = Flow()
+        for sfx in suffixes:
+            m = re.fullmatch(r"x([0-9.eE+-]+)|finish\((.*)\)", sfx)
+            if not m:
+                raise ValueError(f"--times {name}: unknown suffix {sfx!r} "
+                                 f"(use :xRATIO or :finish(TIME))")
+            if m.group(2) is not None:
+                f.barrier, f.finish = True, parse_time(m.group(2), f"--times {name}.finish")
+                continue
+            try:
+                f.ratio = float(m.group(1))
+            except ValueError:
+                f.ratio = -1.0
+            if not np.isfinite(f.ratio) or f.ratio < 0:
+                raise ValueError(f"--times {name}: ratio must be a number >= 0, got {sfx!r}")
     return out
 
 
@@ -189,6 +248,56 @@ def latency_from_run(run: str | Mapping[str, Any]) -> float:
     return max(float(np.median(gaps)), 0.0) if gaps else 0.0
 
 
+def flows_from_run(run: str | Mapping[str, Any]) -> dict[str, Flow]:
+    """Each stage's outputs per input (``items_out / items`` of the run summary) and whether it
+    is a barrier, for the stages where the items change.
+
+    A barrier emits from ``finish()``: the runtime sends those outputs after its loop, so the
+    next stage's first item arrives after this stage ended its last input, which a 1:1 or
+    fan-out stage (sending as it goes) never shows with two or more items. Its finish time is
+    that gap less one hop's latency: the runtime charges ``finish()`` itself as busy but not
+    the steps of a generator it returns, so busy time minus per-item times would miss the
+    merge a sorter does between yields (the larger of the two is taken).
+    """
+    if isinstance(run, str):
+        from .runfile import read
+
+        run = read(run)
+    ev: dict[int, list[np.ndarray]] = {}
+    names: dict[int, str] = {}
+    ranks: dict[int, list[Mapping[str, Any]]] = {}
+    for d in run["ranks"]:
+        if d is None or d.get("group_rank", 0) != 0:
+            continue
+        k = int(d["stage_index"])
+        e = np.asarray(d["events"], dtype=float).reshape(-1, 5).copy()
+        e[:, 1:] += d["wall0"]
+        ev.setdefault(k, []).append(e)
+        names[k] = d["stage"]
+        ranks.setdefault(k, []).append(d)
+    last = max(names) if names else -1
+    lat = None
+    out: dict[str, Flow] = {}
+    for k, name in names.items():
+        row = run["summary"].get(name, {})
+        n_in, n_out = int(row.get("items", 0)), int(row.get("items_out", 0))
+        if k == last or n_in == 0:
+            continue
+        f = Flow(ratio=n_out / n_in)
+        mine, nxt = np.concatenate(ev[k]), np.concatenate(ev.get(k + 1, [np.empty((0, 5))]))
+        if n_in >= 2 and n_out > 0 and len(mine) and len(nxt):
+            last_end = float(mine[:, 3].max())
+            first_down = float(nxt[:, 1].min())
+            if first_down > last_end:
+                lat = latency_from_run(run) if lat is None else lat
+                work = sum(d["time"].get("busy", 0.0) + d["time"].get("io", 0.0)
+                           for d in ranks[k]) - float((mine[:, 3] - mine[:, 2]).sum())
+                f = Flow(f.ratio, True, max(first_down - last_end - lat, work, 0.0))
+        if f.changes:
+            out[name] = f
+    return out
+
+
 @dataclass
 class SimResult:
     """A simulated run: the report's per-stage summary plus the raw times when kept."""
@@ -227,50 +336,72 @@ def _stage_dists(plan: Plan, times: Mapping[str, Dist] | Sequence[Dist]) -> list
     return list(times)
 
 
-def simulate(plan: Plan, times: Mapping[str, Dist] | Sequence[Dist], n_items: int = 1000,
-             seed: int = 0, keep_events: bool | None = None, chunk: int = 512,
-             latency: float = 0.0) -> SimResult:
-    """Simulate ``n_items`` source items through ``plan``; see the module docstring.
+def _stage_flows(plan: Plan, flow: Mapping[str, Flow] | None) -> list[Flow]:
+    flow = flow or {}
+    unknown = set(flow) - {s.name for s in plan.stages}
+    if unknown:
+        raise ValueError(f"flow: no stage named {', '.join(sorted(unknown))} in {plan.name!r}")
+    return [flow.get(s.name, Flow()) for s in plan.stages]
 
-    ``keep_events`` (default: when stages x items <= 2e6) keeps per-item
-    (seq, t_recv, t_start, t_end, t_sent) arrays per stage, as a run file has. ``latency`` is
-    added to every hop between stages (message delivery, batching).
-    """
-    if n_items < 1:
-        raise ValueError(f"items: must be >= 1, got {n_items}")
-    dists = _stage_dists(plan, times)
-    ns = len(plan.stages)
-    reps = np.array([s.replicas for s in plan.stages])
+
+def _out_counts(n: int, ratio: float) -> np.ndarray:
+    """Outputs of each of ``n`` inputs at ``ratio`` outputs per input, spread evenly: inputs
+    0..i have emitted floor((i + 1) x ratio) in all (a ratio out/in from a run gives out)."""
+    # the nudge keeps 28 x (13/28) from flooring to 12
+    done = np.floor(np.arange(1, n + 1) * ratio * (1 + 1e-12) + 1e-9).astype(np.int64)
+    return np.diff(done, prepend=0)
+
+
+@dataclass
+class _Chain:
+    """Per-stage totals of one 1:1 run of stages (see :func:`_run_chain`)."""
+
+    busy: np.ndarray
+    blocked: np.ndarray
+    sojourn: np.ndarray
+    wait: np.ndarray
+    t_first: np.ndarray
+    t_last: np.ndarray
+    ev: np.ndarray | None  # (5, stages, n) like a run's events, or None
+    end_last: np.ndarray  # per item: end of service at the last stage
+    sent_last: np.ndarray  # per item: send time at the last stage
+
+
+def _run_chain(stages: Sequence[Any], dists: Sequence[Dist], n: int, rng: np.random.Generator,
+               chunk: int, latency: float, keep: bool,
+               arrivals: np.ndarray | None = None) -> _Chain:
+    """The max-plus recurrence over a run of 1:1 stages. ``arrivals`` (per item, or None for a
+    source at the head) is when each item reaches the first stage; nothing after the last stage
+    holds it back (the caller cuts chains only where the item count changes)."""
+    ns = len(stages)
+    reps = np.array([s.replicas for s in stages])
     roff = np.concatenate([[0], np.cumsum(reps)[:-1]])  # first server slot of each stage
     # credit bound into stage k: capacity per upstream rank, pooled over the upstream replicas
-    bound = np.array([s.capacity * (reps[k - 1] if k else 1) for k, s in enumerate(plan.stages)])
+    bound = np.array([s.capacity * (reps[k - 1] if k else 1) for k, s in enumerate(stages)])
     boff = np.concatenate([[0], np.cumsum(reps * bound)[:-1]])  # ring of each (stage, replica)
-    nserv = int(reps.sum())
-    free = np.zeros(nserv)  # time each server becomes free (sent its last item)
-    count = np.zeros(nserv, dtype=np.int64)  # items each server has taken
+    free = np.zeros(int(reps.sum()))  # time each server becomes free (sent its last item)
+    count = np.zeros(len(free), dtype=np.int64)  # items each server has taken
     ring = np.full(int((reps * bound).sum()), -np.inf)  # start times of the last `bound` items
     ring_base = np.repeat(boff, reps) + np.concatenate([np.arange(r) * b for r, b in
                                                         zip(reps, bound, strict=True)])
     bound_of = np.repeat(bound, reps)
     multi = [(k, int(roff[k]), int(reps[k])) for k in range(ns) if reps[k] > 1]
     idx = roff.copy()
-    busy = np.zeros(ns)
-    blocked = np.zeros(ns)
-    sojourn = np.zeros(ns)  # start -> sent: what the runtime's W measures (see below)
+    busy, blocked = np.zeros(ns), np.zeros(ns)
+    sojourn = np.zeros(ns)  # start -> sent: what the runtime's W measures
     wait = np.zeros(ns)  # sent upstream -> started: the queue in front of the stage
-    t_first = np.full(ns, np.inf)
-    t_last = np.zeros(ns)
-    keep = keep_events if keep_events is not None else ns * n_items <= 2_000_000
-    ev = np.empty((5, ns, n_items)) if keep else None
+    t_first, t_last = np.full(ns, np.inf), np.zeros(ns)
+    ev = np.empty((5, ns, n)) if keep else None
+    end_last, sent_last = np.empty(n), np.empty(n)
     G = np.full(ns, -np.inf)
     A = np.empty(ns)
-    rng = np.random.default_rng(seed)
     hop = np.full(ns, float(latency))
     hop[0] = 0.0  # D[k] = max(D[k-1] + latency + t[k], F[k] + t[k], G[k])
-    for c0 in range(0, n_items, chunk):
-        m = min(chunk, n_items - c0)
+    for c0 in range(0, n, chunk):
+        m = min(chunk, n - c0)
         T = np.stack([d.sample(rng, m, c0) for d in dists], axis=1)  # (m, stages), rows contiguous
         for j in range(m):
+            i = c0 + j
             t = T[j]
             for k, o, r in multi:  # the replica that becomes free first
                 idx[k] = o + int(np.argmin(free[o:o + r]))
@@ -280,9 +411,12 @@ def simulate(plan: Plan, times: Mapping[str, Dist] | Sequence[Dist], n_items: in
             G[:-1] = ring[pos[1:]]  # credit into stage k+1 comes back when that item started
             H = np.maximum(F + t, G)
             C = np.cumsum(t + hop)
+            if arrivals is not None:
+                C += arrivals[i]  # "D[-1] + latency" of the head stage
             D = C + np.maximum(np.maximum.accumulate(H - C), 0.0)
             A[1:] = D[:-1] + latency
-            A[0] = F[0]  # a source item is "received" when generation starts
+            # a source item is "received" when generation starts
+            A[0] = F[0] if arrivals is None else arrivals[i]
             S = np.maximum(A, F)
             E = S + t
             free[idx] = D
@@ -294,32 +428,83 @@ def simulate(plan: Plan, times: Mapping[str, Dist] | Sequence[Dist], n_items: in
             wait += S - A
             np.minimum(t_first, A, out=t_first)
             np.maximum(t_last, D, out=t_last)
+            end_last[i], sent_last[i] = E[-1], D[-1]
             if ev is not None:
-                i = c0 + j
                 ev[1:, :, i] = A, S, E, D
+    return _Chain(busy, blocked, sojourn, wait, t_first, t_last, ev, end_last, sent_last)
+
+
+def simulate(plan: Plan, times: Mapping[str, Dist] | Sequence[Dist], n_items: int = 1000,
+             seed: int = 0, keep_events: bool | None = None, chunk: int = 512,
+             latency: float = 0.0, flow: Mapping[str, Flow] | None = None) -> SimResult:
+    """Simulate ``n_items`` source items through ``plan``; see the module docstring.
+
+    ``keep_events`` (default: when stages x items <= 2e6) keeps per-item
+    (seq, t_recv, t_start, t_end, t_sent) arrays per stage, as a run file has. ``latency`` is
+    added to every hop between stages (message delivery, batching). ``flow`` gives stages that
+    fan out, drop or emit from ``finish()`` (:class:`Flow`; :func:`flows_from_run`).
+    """
+    if n_items < 1:
+        raise ValueError(f"items: must be >= 1, got {n_items}")
+    dists = _stage_dists(plan, times)
+    flows = _stage_flows(plan, flow)
+    ns = len(plan.stages)
+    keep = keep_events if keep_events is not None else ns * n_items <= 2_000_000
+    rng = np.random.default_rng(seed)
+    # cut the pipeline after every stage that changes the item count: each piece is 1:1
+    cuts = [k + 1 for k in range(ns - 1) if flows[k].changes]
+    counts = np.zeros(ns, dtype=np.int64)
+    busy, blocked, sojourn, wait = (np.zeros(ns) for _ in range(4))
+    t_first, t_last = np.zeros(ns), np.zeros(ns)
+    events: dict[str, np.ndarray] = {}
+    n, arrivals = n_items, None
+    for a, b in zip([0, *cuts], [*cuts, ns], strict=True):
+        counts[a:b] = n
+        if n == 0:  # everything dropped upstream: these stages see nothing
+            continue
+        ch = _run_chain(plan.stages[a:b], dists[a:b], n, rng, chunk, latency, keep, arrivals)
+        for tot, part in ((busy, ch.busy), (blocked, ch.blocked), (sojourn, ch.sojourn),
+                          (wait, ch.wait), (t_first, ch.t_first), (t_last, ch.t_last)):
+            tot[a:b] = part
+        if ch.ev is not None:
+            ch.ev[0] = np.arange(n)
+            events.update({plan.stages[k].name: ch.ev[:, k - a, :].T.copy()
+                           for k in range(a, b)})
+        if b == ns:
+            break
+        f = flows[b - 1]
+        per_input = _out_counts(n, f.ratio)
+        if f.barrier:
+            # everything comes out of finish(): after the last input was handled, plus its time
+            busy[b - 1] += f.finish
+            release = float(ch.end_last.max()) + f.finish
+            n = int(per_input.sum())
+            arrivals = np.full(n, release + latency)
+        else:
+            arrivals = np.repeat(ch.sent_last, per_input) + latency
+            n = len(arrivals)
     makespan = float(t_last.max())
     summary = {}
     for k, s in enumerate(plan.stages):
+        nk = int(counts[k])
+        out = int(_out_counts(nk, flows[k].ratio).sum()) if k + 1 < ns else nk
+        per = max(nk, 1)
         window = max(float(t_last[k] - t_first[k]), 1e-12)
-        lam = n_items / window
-        W = float(sojourn[k]) / n_items
-        service = float(busy[k]) / n_items
-        span = makespan * s.replicas  # every rank lives for the whole run
+        lam = nk / window
+        W = float(sojourn[k]) / per
+        service = float(busy[k]) / per
+        span = max(makespan * s.replicas, 1e-12)  # every rank lives for the whole run
         b, bl = float(busy[k]) / span, float(blocked[k]) / span
         summary[s.name] = {
-            "kind": s.kind, "replicas": s.replicas, "group": s.group, "items": n_items,
-            "items_out": n_items, "window": window, "t_first": float(t_first[k]),
+            "kind": s.kind, "replicas": s.replicas, "group": s.group, "items": nk,
+            "items_out": out, "window": window, "t_first": float(t_first[k]),
             "t_last": float(t_last[k]), "throughput": lam, "service": service,
             "cost": service, "bound": s.replicas / service if service > 0 else float("inf"),
             "L": lam * W, "lam": lam, "W": W, "little_residual": 0.0, "held_peak": 0,
-            "Wq": float(wait[k]) / n_items, "Lq": lam * float(wait[k]) / n_items,
+            "Wq": float(wait[k]) / per, "Lq": lam * float(wait[k]) / per,
             "io_bytes": 0, "busy": b, "starved": max(0.0, 1.0 - b - bl), "blocked": bl,
             "transfer": 0.0, "io": 0.0, "other": 0.0, "edges": {},
         }
-    events = {}
-    if ev is not None:
-        ev[0] = np.arange(n_items)
-        events = {s.name: ev[:, k, :].T.copy() for k, s in enumerate(plan.stages)}
     return SimResult(summary, makespan, n_items, events)
 
 
@@ -351,6 +536,17 @@ def job_times(plan: Plan, times: str = "", from_run: str | None = None) -> dict[
     return out
 
 
+def job_flows(plan: Plan, times: str = "", from_run: str | None = None) -> dict[str, Flow]:
+    """Stage flows (fan-out, drops, barriers) from a run file and/or --times suffixes (which
+    win)."""
+    out: dict[str, Flow] = {}
+    if from_run:
+        measured = flows_from_run(from_run)
+        out.update({s.name: measured[s.name] for s in plan.stages if s.name in measured})
+    out.update(parse_flows(times))
+    return out
+
+
 def main(args: Any) -> int:
     """``streampipe simulate JOB [--times ...] [--from RUN.h5] [--items N] [--advise RANKS]``."""
     from .job import load_job
@@ -374,13 +570,16 @@ def main(args: Any) -> int:
                                       for s in plan.stages))
     if missing:
         print(f"(no time given for {', '.join(missing)}: taken as 0)")
+    flow = job_flows(plan, args.times, args.from_run)
+    if flow:
+        print("items per input: " + ", ".join(f"{k}={v}" for k, v in flow.items()))
     lat = parse_time(args.latency, "--latency") if getattr(args, "latency", None) else 0.0
     if args.from_run and not getattr(args, "latency", None):
         lat = latency_from_run(args.from_run)
     if lat:
         print(f"latency per hop: {1e3 * lat:.3f} ms" + (" (median in the run file)"
                                                         if args.from_run else ""))
-    res = simulate(plan, times, n, latency=lat)
+    res = simulate(plan, times, n, latency=lat, flow=flow)
     print(format_result(res, f"simulated {plan.name!r} ({plan.size} ranks)"))
     if args.from_run:
         from .runfile import read

@@ -11,7 +11,7 @@ import pytest
 from streampipe.advisor import advise
 from streampipe.job import JobSpec, StageSpec
 from streampipe.plan import Plan, StagePlan, make_plan
-from streampipe.sim import Dist, parse_dist, parse_time, parse_times, simulate
+from streampipe.sim import Dist, Flow, parse_dist, parse_flows, parse_time, parse_times, simulate
 
 
 def chain(reps: list[int], cap: int = 8) -> Plan:
@@ -195,3 +195,67 @@ def test_advisor_replicates_the_bottleneck_and_finds_the_knee():
     assert make_plan(adv.spec).size <= 9
     # constant times need no buffering: the knee is the smallest capacity
     assert adv.capacity == 1
+
+
+def _const(*ms: float) -> list[Dist]:
+    return [Dist("const", t * 1e-3) for t in ms]
+
+
+def test_fan_out_multiplies_the_items_downstream():
+    # source 1 ms, s1 1 ms per input emitting 3 items, sink 2 ms per item: the sink gets 3
+    # items per ms and serves 0.5, so from its first item (source 1 ms + s1 1 ms) it never idles:
+    # makespan = 2 ms + 3n x 2 ms exactly (constant times: equal to rounding)
+    n = 200
+    res = simulate(chain([1, 1, 1]), _const(1, 1, 2), n, flow={"s1": Flow(3.0)})
+    assert [res.summary[f"s{k}"]["items"] for k in range(3)] == [n, n, 3 * n]
+    assert res.summary["s1"]["items_out"] == 3 * n
+    assert res.makespan == pytest.approx(2e-3 + 3 * n * 2e-3, rel=1e-9)
+    assert res.throughput == pytest.approx(n / res.makespan, rel=1e-9)
+    # an unmodelled fan-out (1:1) would give 1/2 ms = 500/s, three times too fast
+    assert res.throughput < 0.34 * simulate(chain([1, 1, 1]), _const(1, 1, 2), n).throughput
+
+
+def test_drops_thin_the_items_downstream():
+    # s1 keeps every 2nd item (inputs 1, 3, 5, ...): the first kept one leaves s1 at 3 ms, then
+    # the 4 ms sink (one item per 2 ms arriving) is busy to the end: 3 ms + n/2 x 4 ms
+    n = 300
+    res = simulate(chain([1, 1, 1]), _const(1, 1, 4), n, flow={"s1": Flow(0.5)},
+                   latency=0.0)
+    assert res.summary["s2"]["items"] == n // 2
+    assert res.makespan == pytest.approx(3e-3 + n // 2 * 4e-3, rel=1e-9)
+    assert res.summary["s2"]["busy"] == pytest.approx(n // 2 * 4e-3 / res.makespan, rel=1e-9)
+    # dropping everything leaves the sink with nothing (and no error)
+    none = simulate(chain([1, 1, 1]), _const(1, 1, 4), n, flow={"s1": Flow(0.0)})
+    assert none.summary["s2"]["items"] == 0 and none.makespan == pytest.approx(n * 1e-3 + 1e-3)
+
+
+@pytest.mark.parametrize("lat", [0.0, 1e-4])
+def test_barrier_releases_everything_after_finish(lat):
+    # source 1 ms/item, a sorter 0.5 ms/item holding all, finish() 20 ms, then n/4 outputs to a
+    # 3 ms sink. The sorter ends its last input at n x 1 ms + lat + 0.5 ms, everything reaches
+    # the sink lat after the 20 ms finish, and the sink works through n/4 x 3 ms back to back
+    n = 400
+    res = simulate(chain([1, 1, 1]), _const(1, 0.5, 3), n, latency=lat,
+                   flow={"s1": Flow(0.25, barrier=True, finish=20e-3)})
+    release = n * 1e-3 + lat + 0.5e-3 + 20e-3
+    assert res.summary["s2"]["t_first"] == pytest.approx(release + lat, rel=1e-9)
+    assert res.makespan == pytest.approx(release + lat + n // 4 * 3e-3, rel=1e-9)
+    assert res.summary["s2"]["items"] == n // 4
+    # the sorter's busy time includes its finish: n x 0.5 ms + 20 ms
+    assert res.summary["s1"]["service"] * n == pytest.approx(n * 0.5e-3 + 20e-3, rel=1e-9)
+    # a fan-out of the same ratio streams instead: the sink starts long before the release
+    stream = simulate(chain([1, 1, 1]), _const(1, 0.5, 3), n, latency=lat,
+                      flow={"s1": Flow(0.25)})
+    assert stream.summary["s2"]["t_first"] < 0.02 * release
+
+
+def test_parse_flows():
+    f = parse_flows("sort=1ms:x0.5,value=2ms,merge=3ms:finish(20ms):x0.1")
+    assert f["sort"] == Flow(0.5) and "value" not in f
+    assert f["merge"].barrier and f["merge"].finish == pytest.approx(0.02)
+    assert f["merge"].ratio == pytest.approx(0.1)
+    assert parse_times("sort=1ms:x0.5")["sort"].a == pytest.approx(1e-3)
+    with pytest.raises(ValueError, match="--times sort: unknown suffix 'y2'"):
+        parse_flows("sort=1ms:y2")
+    with pytest.raises(ValueError, match="--times sort: ratio must be"):
+        parse_flows("sort=1ms:x-1")

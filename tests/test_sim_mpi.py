@@ -1,4 +1,5 @@
-"""The simulator against real runs: the 2/8/3 ms sleep pipeline and the VaR job (MPI)."""
+"""The simulator against real runs: the 2/8/3 ms sleep pipeline, the VaR job and the genomics
+job, whose sorter is a barrier (MPI)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,14 @@ import pytest
 from streampipe.job import load_job
 from streampipe.plan import make_plan
 from streampipe.runfile import read
-from streampipe.sim import Dist, latency_from_run, pipeline_rate, simulate, times_from_run
+from streampipe.sim import (
+    Dist,
+    flows_from_run,
+    latency_from_run,
+    pipeline_rate,
+    simulate,
+    times_from_run,
+)
 from tests.mpiutil import ROOT, streampipe
 
 SLEEP_JOB = """
@@ -80,4 +88,37 @@ def test_var_job_rate_matches_simulation_from_its_run_file(tmp_path):
         if abs(ratios[-1] - 1) <= 0.10:
             break
     # within 10% (the issue's bound); a model without blocking or without replicas misses by 2x
+    assert abs(ratios[-1] - 1) <= 0.10, ratios
+
+
+GENOMICS_SETS = {"reads.params.generate.genome_len": 50_000,
+                 "reads.params.generate.n_reads": 40_000, "reads.params.chunk_rows": 2048,
+                 "sort.params.max_rows_in_memory": 10_000, "sort.params.chunk_rows": 4096,
+                 "write.params.chunk_rows": 4096}
+
+
+def test_genomics_barrier_job_matches_simulation_from_its_run_file(tmp_path):
+    sets = [f"stages.{k}={v}" for k, v in GENOMICS_SETS.items()]
+    plan = make_plan(load_job(str(ROOT / "jobs/genomics.toml"), sets))
+    ratios = []
+    # the sorter holds every read and emits from finish(): without the barrier the simulator
+    # streamed the writer alongside the mapper and was 26-35% fast. One retry, as for var.
+    for attempt in range(2):
+        out = tmp_path / f"genomics{attempt}.h5"
+        done = streampipe("run", str(ROOT / "jobs/genomics.toml"), "--out", str(out), "--quiet",
+                          *[a for s in sets for a in ("--set", s)], timeout=60, cwd=tmp_path)
+        assert done.returncode == 0, done.output[-4000:]
+        run = read(str(out))
+        flow = flows_from_run(run)
+        # detected from the run alone: the sorter is a barrier with the summary's ratio
+        s = run["summary"]["sort"]
+        assert set(flow) == {"sort"} and flow["sort"].barrier
+        assert flow["sort"].ratio == s["items_out"] / s["items"]
+        sim = simulate(plan, times_from_run(run), int(run["summary"]["reads"]["items"]),
+                       latency=latency_from_run(run), flow=flow)
+        assert sim.summary["write"]["items"] == run["summary"]["write"]["items"]
+        real = pipeline_rate(run["summary"])
+        ratios.append(sim.throughput / real)
+        if abs(ratios[-1] - 1) <= 0.10:
+            break
     assert abs(ratios[-1] - 1) <= 0.10, ratios
