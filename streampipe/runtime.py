@@ -102,6 +102,13 @@ class RankRuntime:
                        (f.replica is None or f.replica == self.role.replica)]
         self._control: list[Any] = []
         self._done: dict[int, Any] = {}
+        # control messages can arrive at any time, even before this rank has opened its ports
+        # (a rank failing in setup still reports to rank 0)
+        handlers = self.t.handlers
+        handlers[Plan.GROUP_EDGE] = lambda src, kind, payload: self._control.append(payload)
+        handlers[FINAL_EDGE] = lambda src, kind, payload: self._control.append(payload)
+        handlers[DONE_EDGE] = lambda src, kind, payload: self._done.__setitem__(src, payload)
+        handlers[FAIL_EDGE] = lambda src, kind, payload: self._done.__setitem__(src, payload)
         self._last_poll = 0.0
         self.inp: InPort | None = None
         self.out: OutPort | None = None
@@ -137,11 +144,6 @@ class RankRuntime:
             src = next(s for s in plan.stages if s.feedback_to == sp.index)
             self.fb_in = FeedbackIn(t, plan.feedback_edge(src.index), role.feedback_in,
                                     self.opts.feedback_limit, sp.name)
-        t.handlers[Plan.GROUP_EDGE] = lambda src, kind, payload: self._control.append(payload)
-        t.handlers[FINAL_EDGE] = lambda src, kind, payload: self._control.append(payload)
-        # ranks that finish early report to rank 0 while it may still be streaming
-        t.handlers[DONE_EDGE] = lambda src, kind, payload: self._done.__setitem__(src, payload)
-        t.handlers[FAIL_EDGE] = lambda src, kind, payload: self._done.__setitem__(src, payload)
 
     def _make_stage(self) -> Any:
         from .gpu import resolve_device

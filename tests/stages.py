@@ -222,3 +222,11 @@ class DropAt(sp.Stage):
     def process(self, item):
         x = item[0] if isinstance(item, tuple) else item
         return None if x == self.at else item
+
+
+class FailSetup(sp.Stage):
+    def setup(self, ctx):
+        raise ValueError(f"bad setup on replica {ctx.replica}")
+
+    def process(self, x):
+        return x

@@ -270,3 +270,26 @@ def test_dependency_on_a_dropped_item_fails_fast_instead_of_hanging(tmp_path):
     assert done.returncode != 0 and done.seconds < 10, done.output
     assert "item 6 waits for feedback of item 5" in done.stderr
     assert "handled that item without sending feedback" in done.stderr
+
+
+def test_failure_in_setup_is_reported_and_recorded(tmp_path):
+    path = job(tmp_path, """
+        [[stages]]
+        name = "numbers"
+        uses = "tests.stages:Numbers"
+        params = { n = 10 }
+        [[stages]]
+        name = "broken"
+        uses = "tests.stages:FailSetup"
+        [[stages]]
+        name = "collect"
+        uses = "tests.stages:Collect"
+        """)
+    out = tmp_path / "r.h5"
+    done = streampipe("run", path, "--out", str(out), timeout=30)
+    assert done.returncode != 0 and done.seconds < 10
+    assert "stage 'broken' (replica 0 of 1) on rank 1" in done.stderr
+    assert "failed at setup: ValueError: bad setup on replica 0" in done.stderr
+    run = read(str(out))
+    assert run["meta"]["status"] == "failed"
+    assert all(r is not None for r in run["ranks"])  # every rank reported, the failed one too
