@@ -304,6 +304,9 @@ class SimResult:
         idle_fraction: per rank, ``1 - busy / makespan``.
         peak_activations: per stage, the most microbatches whose forward has started and
             whose backward has not yet ended.
+        rank_peak_activations: per rank, the same count summed over the rank's stages at each
+            instant (what one rank's memory holds; differs from the per-stage peaks when a
+            rank runs several stages, as in interleaved 1F1B).
         grid: per rank, one entry per unit time slot (the action running, or None); only when
             every duration is a whole number, else None. Zero-time actions take no slot.
     """
@@ -314,6 +317,7 @@ class SimResult:
     idle_fraction: dict[int, float]
     peak_activations: dict[int, int]
     grid: dict[int, list[Action | None]] | None = field(default=None)
+    rank_peak_activations: dict[int, int] = field(default_factory=dict)
 
 
 def _per_stage(value: float | Sequence[float], n_stages: int, name: str) -> list[float]:
@@ -420,22 +424,25 @@ def simulate(
         idle_fraction=idle,
         peak_activations=_peak_activations(events, n_stages),
         grid=_grid(events, makespan),
+        rank_peak_activations=_peak_activations(events, n_stages, by_rank=True),
     )
 
 
 Events = dict[int, list[tuple[Action, float, float]]]
 
 
-def _peak_activations(events: Events, n: int) -> dict[int, int]:
+def _peak_activations(events: Events, n: int, by_rank: bool = False) -> dict[int, int]:
     # +1 when a forward starts, -1 when its backward ends; a release at time t frees memory
     # for an acquisition at the same t, hence releases sort first.
-    marks: dict[int, list[tuple[float, int]]] = {s: [] for s in range(n)}
-    for ev in events.values():
+    marks: dict[int, list[tuple[float, int]]] = (
+        {r: [] for r in events} if by_rank else {s: [] for s in range(n)})
+    for r, ev in events.items():
         for a, start, end in ev:
+            key = r if by_rank else a.stage
             if a.kind == "F":
-                marks[a.stage].append((start, 1))
+                marks[key].append((start, 1))
             elif a.kind == "B":
-                marks[a.stage].append((end, -1))
+                marks[key].append((end, -1))
     peak = {}
     for s, ms in marks.items():
         live = best = 0

@@ -5,10 +5,14 @@ Communication is implicit in the schedule (:mod:`streampipe.schedule`): after ``
 gradients mirror that for ``B``. Every (sender, receiver, kind) pair that ever carries data is a
 *link* with its own edge id, an :class:`~streampipe.channel.OutPort` on the sender and an
 :class:`~streampipe.channel.InPort` on the receiver: the same credit-bounded, sleeping-poll
-transport as stream pipelines, so a rank that waits costs no CPU. A link's capacity is the
-number of microbatches, the most one minibatch step puts on it (a stage can only start the next
-step after its own optimizer step, which needs every backward of this step), so credits never
-limit a valid schedule and never deadlock it.
+transport as stream pipelines, so a rank that waits costs no CPU. A rank may run several stages
+(U-shape client; interleaved 1F1B, ``virtual`` chunks per rank): consecutive stages on the same
+rank hand over in memory, and one link carries every stage pair between its two ranks (keys
+``(step, stage, microbatch)`` tell them apart; in interleaved 1F1B the last server rank's link
+back to the client is the wrap-around). A link's capacity is ``microbatches * virtual``, the most
+one minibatch step puts on it (a stage can only start the next step after its own optimizer
+step, which needs every backward of this step), so credits never limit a valid schedule and
+never deadlock it.
 
 Every message is recorded by kind (activation, gradient, label, input, weights) on both ends:
 the privacy audit. :func:`run_train` is the ``[train]`` job driver (split learning,
@@ -270,7 +274,7 @@ def plan_text(spec: Any) -> str:
     sim = simulate(topo.physical(0))
     lines.append(format_grid(sim))
     lines.append(f"unit-time dry run: makespan {sim.makespan:g}, peak live activations per "
-                 f"stage {sim.peak_activations}")
+                 f"stage {sim.peak_activations}, per rank {sim.rank_peak_activations}")
     if cfg.layer_times:
         times, how = [float(t) for t in cfg.layer_times], "train.layer_times"
     else:
@@ -318,7 +322,7 @@ def run_train(spec: Any, comm: Any, opts: Any) -> Any:
     if size != topo.size:
         if rank == 0:
             print(f"streampipe: training job {spec.name!r} needs {topo.size} ranks "
-                  f"({cfg.clients} clients + {len(topo.server_stages)} server stages) but was "
+                  f"({cfg.clients} clients + {topo.server_ranks} server ranks) but was "
                   f"started with {size}", file=sys.stderr, flush=True)
         raise SystemExit(2)
     rec = M.Recorder()
@@ -326,7 +330,7 @@ def run_train(spec: Any, comm: Any, opts: Any) -> Any:
     fail = _Failure(rank, topo.rank_name(rank), socket.gethostname())
     ex: Executor | None = None
     try:
-        wire = Wire(t, topo.links(), max(2, cfg.microbatches), rec)
+        wire = Wire(t, topo.links(), max(2, cfg.microbatches * cfg.virtual), rec)
         faults = {f.item for f in getattr(opts, "faults", []) if f.stage == fail.name}
         ex = Executor(wire, rec, faults)
         return _Session(cfg, spec, comm, t, wire, ex, rec, opts, fail.host).run()
@@ -538,8 +542,9 @@ class _Session:
                 "status": "ok", "error": "", "job_name": self.spec.name,
                 "job_text": self.spec.text, "kind": "train",
                 "plan": {"train": topo.describe(), "schedule": cfg.schedule,
-                         "microbatches": cfg.microbatches, "ordered": False, "batch": 1,
-                         "start_seq": 0, "stages": _plan_stages(topo, cfg.microbatches)},
+                         "virtual": cfg.virtual, "microbatches": cfg.microbatches,
+                         "ordered": False, "batch": 1, "start_seq": 0,
+                         "stages": _plan_stages(topo, cfg.microbatches)},
                 **versions(), "ranks": self.size, "hosts": [r["host"] for r in ranks],
                 "start_time": min(r["wall0"] for r in ranks),
                 "wall_time": max(r["elapsed"] for r in ranks), "result": result,

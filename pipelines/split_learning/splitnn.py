@@ -43,6 +43,7 @@ class TrainConfig:
     cuts: list[int]
     schedule: str = "1f1b"
     microbatches: int = 4
+    virtual: int = 1
     minibatch: int = 32
     epochs: int = 1
     clients: int = 1
@@ -59,7 +60,7 @@ class TrainConfig:
     @property
     def topology(self) -> Topology:
         return Topology(len(self.cuts) + 1, self.clients, self.u_shape, self.schedule,
-                        self.microbatches)
+                        self.microbatches, self.virtual)
 
     @property
     def np_dtype(self) -> Any:
@@ -67,8 +68,8 @@ class TrainConfig:
 
 
 _KEYS: dict[str, type | tuple[type, ...]] = {
-    "model": list, "cuts": list, "schedule": str, "microbatches": int, "minibatch": int,
-    "epochs": int, "clients": int, "u_shape": bool, "dtype": str, "seed": int,
+    "model": list, "cuts": list, "schedule": str, "microbatches": int, "virtual": int,
+    "minibatch": int, "epochs": int, "clients": int, "u_shape": bool, "dtype": str, "seed": int,
     "optimizer": dict, "data": dict, "checkpoint": str, "resume": str, "layer_times": list,
     "audit_samples": int,
 }
