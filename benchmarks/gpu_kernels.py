@@ -64,7 +64,7 @@ def _sad_case(scale: float) -> Case:
 
     def inputs() -> tuple:
         f = pan_frames(2, w, h, shift=(3, -2))
-        return f[1], f[0]
+        return f.y[1], f.y[0]  # luma planes (the clip is 4:2:0 YUV)
 
     return Case("sad-full-search", f"{w}x{h}, range 8", inputs,
                 lambda xp, cur, ref: full_search(cur, ref, 8, xp)[0], exact=True)

@@ -43,14 +43,21 @@ def test_mpi_stream_decodes_to_the_encoders_reconstruction(tmp_path, ordered):
     assert len(decoded) == N
     # Closed loop: motion estimation predicts from the *reconstructed* anchors it got over the
     # feedback edge, so decoder and encoder must agree bit for bit (integers: exact).
+    # All three planes: chroma is predicted from reconstructed chroma too.
     for d in range(N):
-        np.testing.assert_array_equal(decoded[d], recon[d], err_msg=f"display frame {d}")
+        for plane in range(3):
+            np.testing.assert_array_equal(decoded[d][plane], recon[d][plane],
+                                          err_msg=f"display frame {d} plane {'YUV'[plane]}")
     # Every stage is deterministic: the whole stream is the serial encoder's, byte for byte.
     assert data == stream
     assert stats["bytes"] == len(data) and stats["frames"] == N
     assert stats["types"].count("I") == 2 and stats["types"].count("B") > 0
     # the reported per-frame PSNR is the decoded picture's, against the source frame
-    np.testing.assert_allclose(stats["psnr"], [psnr(frames[d], decoded[d]) for d in range(N)],
+    np.testing.assert_allclose(stats["psnr"],
+                               [psnr(frames.frame(d), decoded[d]) for d in range(N)],
+                               rtol=0, atol=1e-12)
+    np.testing.assert_allclose(stats["psnr_by_plane"]["U"],
+                               [psnr(frames.u[d], decoded[d].u) for d in range(N)],
                                rtol=0, atol=1e-12)
     assert stats["psnr"] == serial_stats["psnr"]
     assert serial_stats["feedback_left"] == 0

@@ -16,7 +16,7 @@ except Exception:  # pragma: no cover - depends on the machine
     pytest.skip("no CUDA device", allow_module_level=True)
 
 pytestmark = pytest.mark.gpu
-FRAMES = pan_frames(2, 96, 64, shift=(2, -3))
+FRAMES = pan_frames(2, 96, 64, shift=(2, -3)).y
 
 
 @pytest.mark.parametrize("rng", [0, 3, 8])

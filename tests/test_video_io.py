@@ -39,9 +39,11 @@ def test_y4m_round_trip_and_layout(tmp_path):
     frame_bytes = len(b"FRAME\n") + 32 * 16 + 2 * 16 * 8
     assert len(data) == len(header) + 3 * frame_bytes
     first = data[len(header) + 6 : len(header) + frame_bytes]
-    assert first[: 32 * 16] == FRAMES[0].tobytes()
-    assert set(first[32 * 16 :]) == {128}  # neutral chroma
-    assert np.array_equal(read_y4m(path), FRAMES)
+    # Planar I420 order: Y, then Cb (U), then Cr (V), each row-major.
+    assert first[: 32 * 16] == FRAMES.y[0].tobytes()
+    assert first[32 * 16 : 32 * 16 + 16 * 8] == FRAMES.u[0].tobytes()
+    assert first[32 * 16 + 16 * 8 :] == FRAMES.v[0].tobytes()
+    assert read_y4m(path).equals(FRAMES)
 
 
 @pytest.mark.parametrize(
@@ -73,11 +75,13 @@ def test_y4m_truncated(tmp_path):
 
 
 def test_npy_and_h5_frames(tmp_path):
-    np.save(tmp_path / "f.npy", FRAMES)
+    # .npy/.h5 hold luma only: the clip gets neutral (128) chroma.
+    np.save(tmp_path / "f.npy", FRAMES.y)
     with h5py.File(tmp_path / "f.h5", "w") as f:
-        f["video"] = FRAMES
-    assert np.array_equal(load_frames(tmp_path / "f.npy"), FRAMES)
-    assert np.array_equal(load_frames(tmp_path / "f.h5", dataset="video"), FRAMES)
+        f["video"] = FRAMES.y
+    grey = np.full(FRAMES.u.shape, 128, np.uint8)
+    for clip in (load_frames(tmp_path / "f.npy"), load_frames(tmp_path / "f.h5", dataset="video")):
+        assert clip.equals((FRAMES.y, grey, grey))
     with pytest.raises(FrameError, match="no dataset 'frames'"):
         load_frames(tmp_path / "f.h5")
     np.save(tmp_path / "odd.npy", np.zeros((2, 16, 24), np.uint8))
@@ -131,7 +135,7 @@ def test_job_file_runs_stage_by_stage(tmp_path):
     params = {**src, **stages["me"]["params"], **stages["transform"]["params"]}
     serial_stream, recon, serial_stats = encode_serial(frames, params)
     assert stream == serial_stream
-    assert all(np.array_equal(a, b) for a, b in zip(decode(stream), recon, strict=True))
+    assert all(a.equals(b) for a, b in zip(decode(stream), recon, strict=True))
     assert stats["frames"] == 24 and stats["types"].count("I") == 2
     assert stats["psnr"] == serial_stats["psnr"]
     assert sum(len(s) for s in hub.stores) == 0
@@ -156,5 +160,5 @@ def test_frame_source_reads_files_in_encode_order(tmp_path):
         (0, 0, "I"), (1, 2, "P"), (2, 1, "B"), (3, 3, "P")
     ]
     for i in items:
-        assert np.array_equal(i["frame"], frames[i["display"]])
+        assert i["frame"].equals(frames.frame(i["display"]))
     assert items[2]["ref_seqs"] == (0, 1)

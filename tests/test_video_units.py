@@ -120,7 +120,7 @@ def test_full_and_diamond_on_synthetic_pan():
     # The source's pan moves content by -shift per frame: frame t+1 at (y, x) is frame t at
     # (y + dy, x + dx).
     f = pan_frames(2, 96, 64, shift=(2, -3))
-    inner = _interior(f[0].shape, (2, -3), 4)
+    inner = _interior(f.y[0].shape, (2, -3), 4)
     for fn in (full_search, diamond_search):
-        mvs, _ = fn(f[1], f[0], 4)
+        mvs, _ = fn(f.y[1], f.y[0], 4)
         assert (mvs[inner] == (2, -3)).all()

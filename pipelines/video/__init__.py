@@ -10,7 +10,8 @@ from .decoder import decode
 from .frameio import FrameError, load_frames, read_y4m, write_y4m
 from .serial import encode_serial
 from .stages import EntropyCoder, FrameSource, MotionEstimation, StreamWriter, TransformQuantize
-from .stats import psnr
+from .stats import psnr, psnr_planes
+from .yuv import YUV
 
 __all__ = [
     "FrameSource",
@@ -25,4 +26,6 @@ __all__ = [
     "load_frames",
     "FrameError",
     "psnr",
+    "psnr_planes",
+    "YUV",
 ]

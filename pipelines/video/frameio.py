@@ -1,8 +1,8 @@
 """Frame input/output: YUV4MPEG2 (.y4m) files, NumPy/HDF5 frame arrays, and frame checks.
 
-The codec works on 8-bit luma only.  ``read_y4m`` keeps the Y plane of each 4:2:0 frame and
-skips the chroma; ``write_y4m`` writes neutral (128) chroma so that any player shows the grey
-picture.  Frames are ``(n, height, width)`` uint8 arrays.
+The codec works on 8-bit Y'CbCr 4:2:0.  A clip is a :class:`.yuv.YUV` of three uint8 planes,
+``y`` ``(n, h, w)`` and ``u``/``v`` ``(n, h/2, w/2)``.  ``.y4m`` files carry all three planes;
+``.npy``/``.h5`` files hold luma only (``(n, h, w)`` uint8) and get neutral (128) chroma.
 """
 
 from __future__ import annotations
@@ -11,6 +11,8 @@ import os
 from pathlib import Path
 
 import numpy as np
+
+from .yuv import YUV, neutral_chroma
 
 __all__ = ["FrameError", "MB", "check_frames", "read_y4m", "write_y4m", "load_frames"]
 
@@ -25,12 +27,32 @@ class FrameError(ValueError):
     """Bad frame data or a bad frame file; the message names the file and the field."""
 
 
-def check_frames(frames: np.ndarray, where: str = "frames") -> np.ndarray:
-    """Return ``frames`` as a C-contiguous ``(n, h, w)`` uint8 array, or raise FrameError.
+def check_frames(frames: YUV | np.ndarray | list, where: str = "frames") -> YUV:
+    """Return ``frames`` as a :class:`YUV` clip of C-contiguous uint8 planes, or raise FrameError.
 
-    Width and height must be multiples of 16 because the codec predicts 16x16 macroblocks.
+    Accepts a YUV clip (3-D planes), a list of YUV pictures, or a luma-only ``(n, h, w)``
+    array (given neutral chroma).  Width and height must be multiples of 16 because the codec
+    predicts 16x16 macroblocks (so the chroma planes are multiples of 8: whole 8x8 blocks).
     """
-    a = np.asarray(frames)
+    if isinstance(frames, list) and frames and isinstance(frames[0], YUV):
+        frames = YUV(*(np.stack([f[i] for f in frames]) for i in range(3)))
+    if not isinstance(frames, YUV):
+        frames = neutral_chroma(_check_plane(frames, where))
+    y = _check_plane(frames.y, f"{where}.y")
+    n, h, w = y.shape
+    _check_size(w, h, where)
+    chroma = [_check_plane(p, f"{where}.{name}") for p, name in ((frames.u, "u"), (frames.v, "v"))]
+    for p, name in zip(chroma, "uv", strict=True):
+        if p.shape != (n, h // 2, w // 2):
+            raise FrameError(
+                f"{where}.{name}: 4:2:0 chroma of {n} {w}x{h} frames must be "
+                f"{(n, h // 2, w // 2)}, got {p.shape}"
+            )
+    return YUV(y, *chroma)
+
+
+def _check_plane(a: np.ndarray, where: str) -> np.ndarray:
+    a = np.asarray(a)
     if a.ndim != 3:
         raise FrameError(f"{where}: expected a (n_frames, height, width) array, got {a.shape}")
     if a.shape[0] < 1:
@@ -39,7 +61,6 @@ def check_frames(frames: np.ndarray, where: str = "frames") -> np.ndarray:
         if not np.issubdtype(a.dtype, np.integer) or a.min() < 0 or a.max() > 255:
             raise FrameError(f"{where}: frames must be 8-bit (uint8 0..255), got dtype {a.dtype}")
         a = a.astype(np.uint8)
-    _check_size(a.shape[2], a.shape[1], where)
     return np.ascontiguousarray(a)
 
 
@@ -75,8 +96,8 @@ def _parse_header(line: bytes, where: str) -> tuple[int, int]:
     return width, height
 
 
-def read_y4m(path: str | os.PathLike) -> np.ndarray:
-    """Read the luma planes of a 4:2:0 8-bit .y4m file as a ``(n, h, w)`` uint8 array."""
+def read_y4m(path: str | os.PathLike) -> YUV:
+    """Read a 4:2:0 8-bit .y4m file as a :class:`YUV` clip (all three planes)."""
     where = str(path)
     data = Path(path).read_bytes()
     end = data.find(b"\n")
@@ -84,7 +105,8 @@ def read_y4m(path: str | os.PathLike) -> np.ndarray:
         raise FrameError(f"{where}: no header line (file of {len(data)} bytes)")
     width, height = _parse_header(data[:end], where)
     luma, chroma = width * height, 2 * (width // 2) * (height // 2)
-    frames = []
+    cshape = (height // 2, width // 2)
+    frames: list[YUV] = []
     pos = end + 1
     while pos < len(data):
         nl = data.find(b"\n", pos)
@@ -96,29 +118,32 @@ def read_y4m(path: str | os.PathLike) -> np.ndarray:
                 f"{where}: frame {len(frames)} is truncated: needs {luma + chroma} bytes, "
                 f"file has {len(data) - start} left"
             )
-        y = np.frombuffer(data, np.uint8, luma, start).reshape(height, width)
-        frames.append(y)
+        planes = np.frombuffer(data, np.uint8, luma + chroma, start)
+        frames.append(YUV(planes[:luma].reshape(height, width),
+                          planes[luma : luma + chroma // 2].reshape(cshape),
+                          planes[luma + chroma // 2 :].reshape(cshape)))
         pos = start + luma + chroma
     if not frames:
         raise FrameError(f"{where}: no frames")
-    return np.stack(frames)
+    return check_frames(frames, where)
 
 
-def write_y4m(path: str | os.PathLike, frames: np.ndarray | list, fps: int = 30) -> None:
-    """Write luma frames as a 4:2:0 .y4m file with neutral (128) chroma."""
-    a = check_frames(np.asarray(frames), "write_y4m frames")
-    n, h, w = a.shape
-    grey = np.full(2 * (w // 2) * (h // 2), 128, np.uint8).tobytes()
+def write_y4m(path: str | os.PathLike, frames: YUV | np.ndarray | list, fps: int = 30) -> None:
+    """Write a clip (YUV, list of YUV pictures, or luma-only array with neutral chroma) as a
+    4:2:0 .y4m file: per frame the Y, then the Cb (U), then the Cr (V) plane."""
+    clip = check_frames(frames, "write_y4m frames")
+    n, h, w = clip.y.shape
     with open(path, "wb") as f:
         f.write(b"YUV4MPEG2 W%d H%d F%d:1 Ip A1:1 C420jpeg\n" % (w, h, fps))
-        for frame in a:
+        for d in range(n):
             f.write(b"FRAME\n")
-            f.write(frame.tobytes())
-            f.write(grey)
+            for plane in clip.frame(d):
+                f.write(plane.tobytes())
 
 
-def load_frames(path: str | os.PathLike, dataset: str = "frames") -> np.ndarray:
-    """Load frames from a .y4m, .npy (``(n, h, w)`` uint8) or .h5/.hdf5 file (``dataset``)."""
+def load_frames(path: str | os.PathLike, dataset: str = "frames") -> YUV:
+    """Load a clip from a .y4m (4:2:0), .npy (luma ``(n, h, w)`` uint8) or .h5/.hdf5 file
+    (luma ``dataset``); luma-only files get neutral chroma."""
     where = str(path)
     suffix = Path(path).suffix.lower()
     if not Path(path).exists():

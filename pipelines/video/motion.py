@@ -8,6 +8,14 @@ go to the shorter vector (``|dy| + |dx|``), then to the first candidate in raste
 Array layout used by the codec: ``mvs`` is ``(n_mb, 2, 2)`` int32 — ``mvs[m, 0]`` the forward
 (past reference) vector, ``mvs[m, 1]`` the backward (future reference) one; ``modes`` is
 ``(n_mb,)`` int8 with :data:`FORWARD`, :data:`BACKWARD` or :data:`BIDIR`.
+
+Chroma (4:2:0) has no vectors of its own: a macroblock's 8x8 chroma blocks move by half its
+luma vector, ``(dy/2, dx/2)``.  An odd luma component puts chroma on a half-pel position, which
+is predicted bilinearly in integers: with ``lo = v >> 1`` (floor) and ``hi = (v + 1) >> 1``
+(ceil) per component, the prediction is ``(s(lo,lo) + s(lo,hi) + s(hi,lo) + s(hi,hi) + 2) >> 2``
+of the four integer-displaced blocks ``s`` (for an even component ``lo == hi``, so whole-pel
+vectors copy exactly).  Both positions stay inside the chroma plane whenever the luma block is
+inside the luma plane, as the luma offset and plane size are even.
 """
 
 from __future__ import annotations
@@ -18,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from .frameio import MB
+from .yuv import YUV
 
 __all__ = [
     "FORWARD",
@@ -154,46 +163,80 @@ def _search(cur: Any, ref: Any, search: str, rng: int, xp: Any) -> tuple[np.ndar
     raise ValueError(f"search: must be 'full' or 'diamond', got {search!r}")
 
 
-def _shifted_blocks(ref: np.ndarray, mvs: np.ndarray) -> np.ndarray:
-    """``(n_mb, 16, 16)`` blocks of ``ref`` displaced by each macroblock's vector."""
+def _shifted_blocks(ref: np.ndarray, mvs: np.ndarray, size: int = MB) -> np.ndarray:
+    """``(n_mb, size, size)`` blocks of ``ref`` displaced by each block's vector (block ``m``
+    sits at its raster position on a grid of ``size``-pixel blocks)."""
     h, w = ref.shape
-    cols = w // MB
+    cols = w // size
     n = len(mvs)
-    ys = (np.arange(n) // cols) * MB + mvs[:, 0]
-    xs = (np.arange(n) % cols) * MB + mvs[:, 1]
-    if (ys < 0).any() or (xs < 0).any() or (ys > h - MB).any() or (xs > w - MB).any():
-        bad = int(np.flatnonzero((ys < 0) | (xs < 0) | (ys > h - MB) | (xs > w - MB))[0])
+    ys = (np.arange(n) // cols) * size + mvs[:, 0]
+    xs = (np.arange(n) % cols) * size + mvs[:, 1]
+    out = (ys < 0) | (xs < 0) | (ys > h - size) | (xs > w - size)
+    if out.any():
+        bad = int(np.flatnonzero(out)[0])
         raise ValueError(f"macroblock {bad}: motion vector {tuple(mvs[bad])} leaves the frame")
-    r = np.arange(MB)
+    r = np.arange(size)
     return ref[(ys[:, None] + r)[:, :, None], (xs[:, None] + r)[:, None, :]]
 
 
+def _luma_blocks(ref: np.ndarray, mvs: np.ndarray) -> np.ndarray:
+    return _shifted_blocks(ref, mvs).astype(np.int32)
+
+
+def _chroma_blocks(ref: np.ndarray, mvs: np.ndarray) -> np.ndarray:
+    """8x8 chroma blocks predicted with half the luma vectors (bilinear at half-pel; see the
+    module docstring)."""
+    mvs = np.asarray(mvs, np.int32)
+    lo, hi = mvs >> 1, (mvs + 1) >> 1
+    total = np.zeros((len(mvs), MB // 2, MB // 2), np.int32)
+    for vy in (lo[:, 0], hi[:, 0]):
+        for vx in (lo[:, 1], hi[:, 1]):
+            total += _shifted_blocks(ref, np.stack([vy, vx], axis=1), MB // 2)
+    return (total + 2) >> 2
+
+
 def _assemble(blocks: np.ndarray, h: int, w: int) -> np.ndarray:
-    return blocks.reshape(h // MB, w // MB, MB, MB).transpose(0, 2, 1, 3).reshape(h, w)
+    size = blocks.shape[-1]
+    return blocks.reshape(h // size, w // size, size, size).transpose(0, 2, 1, 3).reshape(h, w)
 
 
-def _mb_predictions(refs: Sequence[np.ndarray], mvs: np.ndarray) -> list[np.ndarray]:
+def _mb_predictions(
+    refs: Sequence[np.ndarray], mvs: np.ndarray, blocks: Any = _luma_blocks
+) -> list[np.ndarray]:
     """Forward, backward and bi-average block predictions (int32) for the given references."""
-    fwd = _shifted_blocks(refs[0], mvs[:, 0]).astype(np.int32)
+    fwd = blocks(refs[0], mvs[:, 0])
     if len(refs) == 1:
         return [fwd]
-    bwd = _shifted_blocks(refs[1], mvs[:, 1]).astype(np.int32)
+    bwd = blocks(refs[1], mvs[:, 1])
     return [fwd, bwd, (fwd + bwd + 1) >> 1]
 
 
-def compensate(refs: Sequence[np.ndarray], mvs: np.ndarray, modes: np.ndarray) -> np.ndarray:
-    """The prediction frame (uint8) from reference frames, vectors and per-block modes.
-
-    ``refs`` is ``[past]`` for P frames and ``[past, future]`` for B frames.  Shared by the
-    encoder and the decoder.
-    """
+def _compensate_plane(
+    refs: Sequence[np.ndarray], mvs: np.ndarray, modes: np.ndarray, blocks: Any
+) -> np.ndarray:
     h, w = refs[0].shape
-    preds = np.stack(_mb_predictions(refs, mvs))
+    preds = np.stack(_mb_predictions(refs, mvs, blocks))
     modes = np.asarray(modes, np.intp)
     if modes.min(initial=0) < 0 or modes.max(initial=0) >= len(preds):
         raise ValueError(f"block modes must be in 0..{len(preds) - 1}, got {np.unique(modes)}")
     chosen = preds[modes, np.arange(len(modes))]
     return _assemble(chosen.astype(np.uint8), h, w)
+
+
+def compensate(refs: Sequence[Any], mvs: np.ndarray, modes: np.ndarray) -> Any:
+    """The prediction (uint8) from reference pictures, vectors and per-macroblock modes.
+
+    ``refs`` is ``[past]`` for P frames and ``[past, future]`` for B frames, either luma planes
+    (returns a plane) or :class:`YUV` pictures (returns a YUV picture; chroma moves by half the
+    luma vectors).  Shared by the encoder and the decoder.
+    """
+    if not isinstance(refs[0], YUV):
+        return _compensate_plane(refs, mvs, modes, _luma_blocks)
+    return YUV(
+        _compensate_plane([r.y for r in refs], mvs, modes, _luma_blocks),
+        _compensate_plane([r.u for r in refs], mvs, modes, _chroma_blocks),
+        _compensate_plane([r.v for r in refs], mvs, modes, _chroma_blocks),
+    )
 
 
 def intra_prediction(shape: tuple[int, int]) -> np.ndarray:
@@ -203,12 +246,17 @@ def intra_prediction(shape: tuple[int, int]) -> np.ndarray:
 
 def estimate(
     cur: Any, refs: Sequence[Any], search: str = "full", rng: int = 8, xp: Any = np
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray, Any]:
     """Motion-estimate ``cur`` against 1 (P) or 2 (B) reconstructed references.
 
-    Returns ``(mvs, modes, prediction)``.  A B block takes the forward, backward or averaged
-    prediction, whichever has the lowest SAD (ties in that order).
+    ``cur`` and ``refs`` are luma planes or :class:`YUV` pictures; the search and the mode
+    decision look at luma only.  Returns ``(mvs, modes, prediction)``, the prediction of the
+    same kind as ``cur``.  A B block takes the forward, backward or averaged prediction,
+    whichever has the lowest luma SAD (ties in that order).
     """
+    pictures = [YUV(*map(np.asarray, r)) for r in refs] if isinstance(cur, YUV) else None
+    if pictures is not None:
+        cur, refs = cur.y, [r.y for r in pictures]
     cur_np = np.asarray(cur.get() if hasattr(cur, "get") else cur)
     refs_np = [np.asarray(r.get() if hasattr(r, "get") else r) for r in refs]
     dev_cur = xp.asarray(cur_np)
@@ -226,4 +274,4 @@ def estimate(
     else:
         mvs[modes == FORWARD, 1] = 0  # unused vectors are not coded; keep them zero
         mvs[modes == BACKWARD, 0] = 0
-    return mvs, modes, compensate(refs_np, mvs, modes)
+    return mvs, modes, compensate(pictures or refs_np, mvs, modes)

@@ -13,6 +13,7 @@ import numpy as np
 from streampipe.stage import Context
 
 from .stages import EntropyCoder, MotionEstimation, StreamWriter, TransformQuantize, frame_items
+from .yuv import YUV
 
 __all__ = ["FeedbackHub", "SerialContext", "encode_serial"]
 
@@ -59,11 +60,12 @@ class SerialContext(Context):
 
 
 def encode_serial(
-    frames: np.ndarray, params: dict[str, Any] | None = None, me_replicas: int = 1
-) -> tuple[bytes, list[np.ndarray], dict]:
-    """Encode display-order luma ``frames``; returns ``(stream, recon frames, stats)``.
+    frames: YUV | np.ndarray, params: dict[str, Any] | None = None, me_replicas: int = 1
+) -> tuple[bytes, list[YUV], dict]:
+    """Encode a display-order clip (a :class:`YUV` clip, or luma-only frames that get neutral
+    chroma); returns ``(stream, recon pictures, stats)``.
 
-    The reconstructions are in display order.
+    The reconstructions are :class:`YUV` pictures in display order.
 
     ``params`` holds every stage's parameters in one table: ``gop``, ``bframes``, ``search``,
     ``range``, ``quality``, ``out`` (all optional).  ``me_replicas`` > 1 deals the items to
@@ -82,7 +84,7 @@ def encode_serial(
     mes = [make(MotionEstimation, "me", r) for r in range(me_replicas)]
     tq, ec, sink = make(TransformQuantize, "transform"), make(EntropyCoder, "entropy"), make(
         StreamWriter, "sink")
-    recon: dict[int, np.ndarray] = {}
+    recon: dict[int, YUV] = {}
     for item in frame_items(frames, p.get("gop", 12), p.get("bframes", 2)):
         seq = item["seq"]
         me = mes[seq % me_replicas]

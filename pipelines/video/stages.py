@@ -21,10 +21,11 @@ from streampipe.stage import Context, Sink, Source, Stage
 from .frameio import check_frames, load_frames
 from .gop import encode_order, feedback_plan
 from .motion import estimate, intra_prediction
-from .stats import VideoStats, psnr, summarize
+from .stats import VideoStats, psnr_planes, summarize
 from .syntax import CodedFrame, StreamHeader, pack_frame, pack_stream
 from .synthetic import pan_frames
-from .transform import quantize, reconstruct
+from .transform import quantize_picture, reconstruct_picture
+from .yuv import YUV, neutral_chroma
 
 __all__ = ["FrameSource", "MotionEstimation", "TransformQuantize", "EntropyCoder", "StreamWriter"]
 
@@ -78,7 +79,7 @@ class FrameSource(Source):
             with ctx.io(Path(source).stat().st_size if Path(source).exists() else 0):
                 frames = load_frames(source, _param(ctx, "dataset", "frames", str))
             if n:
-                frames = frames[:n]
+                frames = frames.head(n)
         self.frames = frames
         self.gop = _param(ctx, "gop", 12, int)
         self.bframes = _param(ctx, "bframes", 2, int)
@@ -91,10 +92,11 @@ class FrameSource(Source):
         yield from frame_items(self.frames, self.gop, self.bframes)
 
 
-def frame_items(frames: np.ndarray, gop: int, bframes: int) -> Iterator[dict]:
-    """The source's items for display-order ``frames``: one dict per frame, in encode order."""
+def frame_items(frames: YUV | np.ndarray, gop: int, bframes: int) -> Iterator[dict]:
+    """The source's items for display-order ``frames`` (a clip, see :func:`.check_frames`): one
+    dict per frame, in encode order; ``frame`` is the :class:`YUV` picture."""
     frames = check_frames(frames)
-    structure = (len(frames), gop, bframes)
+    structure = (frames.n_frames, gop, bframes)
     for s in encode_order(*structure):
         yield {
             "seq": s.seq,
@@ -103,7 +105,7 @@ def frame_items(frames: np.ndarray, gop: int, bframes: int) -> Iterator[dict]:
             "ref_seqs": s.ref_seqs,
             "ref_displays": s.ref_displays,
             "gop": structure,  # lets every replica know which seqs are anchors
-            "frame": frames[s.display],
+            "frame": frames.frame(s.display),
         }
 
 
@@ -149,9 +151,9 @@ class MotionEstimation(Stage):
             self._anchors = sorted(referenced)
         frame = item["frame"]
         if item["type"] == "I":
-            mvs, modes, pred = None, None, intra_prediction(frame.shape)
+            mvs, modes, pred = None, None, neutral_chroma(intra_prediction(frame.y.shape))
         else:
-            refs = [np.asarray(self.ctx.feedback(s)) for s in item["ref_seqs"]]
+            refs = [self.ctx.feedback(s) for s in item["ref_seqs"]]
             mvs, modes, pred = estimate(frame, refs, self.search, self.range, self.ctx.xp)
         self._release_below(self._live_from[seq], wait=True)
         return {**item, "mvs": mvs, "modes": modes, "prediction": pred}
@@ -163,10 +165,11 @@ class MotionEstimation(Stage):
 
 
 class TransformQuantize(Stage):
-    """Residual -> DCT -> quantise -> reconstruct; sends referenced anchors' reconstructions back.
+    """Residual -> DCT -> quantise -> reconstruct, for Y, U and V; sends referenced anchors'
+    reconstructions (YUV pictures) back.
 
-    Params: ``quality`` (1..100).  The item gains ``levels``, ``recon`` and ``psnr`` and loses
-    ``prediction``.
+    Params: ``quality`` (1..100).  The item gains ``levels``, ``recon`` and ``psnr`` (a dict of
+    per-plane and combined PSNR) and loses ``prediction``.
     """
 
     def setup(self, ctx: Context) -> None:
@@ -181,15 +184,16 @@ class TransformQuantize(Stage):
     def process(self, item: dict) -> dict:
         _item_seq(self.ctx, item)
         frame, pred = item["frame"], item.pop("prediction")
-        residual = frame.astype(np.int16) - pred.astype(np.int16)
-        levels = quantize(residual, self.quality, self.ctx.xp)
-        recon = reconstruct(levels, pred, self.quality)
+        residual = YUV(*(f.astype(np.int16) - p.astype(np.int16)
+                         for f, p in zip(frame, pred, strict=True)))
+        levels = quantize_picture(residual, self.quality, self.ctx.xp)
+        recon = reconstruct_picture(levels, pred, self.quality)
         if self._referenced is None:
             self._referenced = feedback_plan(*item["gop"])[0]
         if item["seq"] in self._referenced:
             self.ctx.send_feedback(recon)
         return {**item, "levels": levels, "recon": recon, "quality": self.quality,
-                "psnr": psnr(frame, recon)}
+                "psnr": psnr_planes(frame, recon)}
 
 
 class EntropyCoder(Stage):
@@ -199,7 +203,7 @@ class EntropyCoder(Stage):
         self.ctx = ctx
 
     def process(self, item: dict) -> dict:
-        h, w = item["frame"].shape
+        h, w = item["frame"].y.shape
         n_mb = (h // 16) * (w // 16)
         mvs = item["mvs"] if item["mvs"] is not None else np.zeros((n_mb, 2, 2), np.int32)
         modes = item["modes"] if item["modes"] is not None else np.zeros(n_mb, np.int8)

@@ -15,7 +15,7 @@ import numpy as np
 from .frameio import MB
 from .golomb import BitReader, BitstreamError, BitWriter, se_code, ue_code
 from .motion import BACKWARD, BIDIR, FORWARD
-from .transform import B
+from .transform import B, picture_blocks
 
 __all__ = [
     "MAGIC",
@@ -27,7 +27,8 @@ __all__ = [
     "unpack_stream",
 ]
 
-MAGIC = b"SPV1"
+MAGIC = b"SPV2"  # version 2: Y'CbCr 4:2:0 (version 1, "SPV1", coded luma only)
+_OLD_MAGICS = {b"SPV1": "version 1 (luma-only)"}
 _HEADER = struct.Struct(">4sHHBI")  # magic, width, height, quality, n_frames
 _LENGTH = struct.Struct(">I")
 _TYPES = ("I", "P", "B")
@@ -38,7 +39,8 @@ class CodedFrame:
     """Everything the stream carries for one frame.
 
     ``mvs`` ``(n_mb, 2, 2)`` int32 and ``modes`` ``(n_mb,)`` int8 are as in :mod:`.motion`
-    (unused for I frames); ``levels`` is ``(n_blocks, 64)`` int32 in zig-zag order.
+    (unused for I frames); ``levels`` is ``(n_blocks, 64)`` int32 in zig-zag order: the Y
+    plane's blocks, then U's, then V's (see :func:`.transform.quantize_picture`).
     """
 
     type: str
@@ -136,7 +138,8 @@ def unpack_frame(data: bytes, width: int, height: int, where: str = "frame") -> 
             for d in _directions(ftype, int(modes[m])):
                 pred[d] = pred[d, 0] + r.se(), pred[d, 1] + r.se()
                 mvs[m, d] = pred[d]
-    n_blocks = (width // B) * (height // B)
+    n_y, n_c = picture_blocks(width, height)
+    n_blocks = n_y + 2 * n_c
     levels = np.zeros((n_blocks, B * B), np.int32)
     for b in range(n_blocks):
         pos = -1
@@ -162,6 +165,11 @@ def pack_stream(header: StreamHeader, payloads: list[bytes]) -> bytes:
 
 def unpack_stream(data: bytes) -> tuple[StreamHeader, list[bytes]]:
     """Split a stream into its header and its frame payloads (encode order)."""
+    if data[:4] in _OLD_MAGICS:
+        raise BitstreamError(
+            f"stream: {data[:4]!r} is a {_OLD_MAGICS[data[:4]]} stream; this decoder reads "
+            f"{MAGIC!r} (4:2:0) streams only"
+        )
     if len(data) < _HEADER.size or data[:4] != MAGIC:
         raise BitstreamError(f"stream: does not start with the {MAGIC!r} header")
     magic, width, height, quality, n = _HEADER.unpack_from(data)

@@ -1,8 +1,11 @@
 """A synthetic clip with real picture content: a camera pan over matplotlib's sample photo.
 
-Frame ``t`` is the ``height x width`` window of the photo's luma whose top-left corner sits at
+Frame ``t`` is the ``height x width`` window of the photo whose top-left corner sits at
 ``origin + t * shift`` (integer pixels), so the true motion between frames is known exactly:
-content at ``(y, x)`` in frame ``t`` is at ``(y - dy, x - dx)`` in frame ``t + 1``.
+content at ``(y, x)`` in frame ``t`` is at ``(y - dy, x - dx)`` in frame ``t + 1``.  The photo
+(RGB) is converted to Y'CbCr (BT.601 full range, as JPEG does); each frame's chroma is the 2x2
+average (rounded) of the full-resolution Cb/Cr inside its window, so a window at an odd offset
+gets the chroma a camera would record there, not a shifted copy of another frame's.
 """
 
 from __future__ import annotations
@@ -12,19 +15,27 @@ from functools import lru_cache
 import numpy as np
 
 from .frameio import FrameError, check_frames
+from .yuv import YUV, rgb_to_ycbcr, subsample_420
 
-__all__ = ["sample_luma", "pan_frames"]
+__all__ = ["sample_ycbcr", "sample_luma", "pan_frames"]
+
+
+@lru_cache(maxsize=1)
+def sample_ycbcr() -> np.ndarray:
+    """Matplotlib's ``grace_hopper.jpg`` as full-resolution float64 ``(h, w, 3)`` Y'CbCr."""
+    import matplotlib.cbook as cbook
+    import matplotlib.image as mimage
+
+    rgb = mimage.imread(cbook.get_sample_data("grace_hopper.jpg", asfileobj=False))
+    out = rgb_to_ycbcr(rgb)
+    out.setflags(write=False)
+    return out
 
 
 @lru_cache(maxsize=1)
 def sample_luma() -> np.ndarray:
     """The luma (BT.601 weights, rounded to uint8) of matplotlib's ``grace_hopper.jpg``."""
-    import matplotlib.cbook as cbook
-    import matplotlib.image as mimage
-
-    rgb = mimage.imread(cbook.get_sample_data("grace_hopper.jpg", asfileobj=False))
-    y = rgb[..., :3].astype(np.float64) @ np.array([0.299, 0.587, 0.114])
-    out = np.clip(np.rint(y), 0, 255).astype(np.uint8)
+    out = np.clip(np.rint(sample_ycbcr()[..., 0]), 0, 255).astype(np.uint8)
     out.setflags(write=False)
     return out
 
@@ -35,13 +46,14 @@ def pan_frames(
     height: int,
     shift: tuple[int, int] = (1, 2),
     origin: tuple[int, int] | None = None,
-) -> np.ndarray:
+) -> YUV:
     """``n_frames`` windows of the sample photo, moving by ``shift = (dy, dx)`` pixels per frame.
 
     ``origin`` is the first window's top-left ``(y, x)``; by default the pan is centred on the
-    photo.  Raises FrameError when the pan leaves the photo.
+    photo.  Returns a 4:2:0 :class:`YUV` clip.  Raises FrameError when the pan leaves the photo.
     """
     img = sample_luma()
+    ycc = sample_ycbcr()
     dy, dx = (int(s) for s in shift)
     span_y, span_x = height + abs(dy) * (n_frames - 1), width + abs(dx) * (n_frames - 1)
     if n_frames < 1:
@@ -57,10 +69,12 @@ def pan_frames(
         x0 = (img.shape[1] - span_x) // 2 + (abs(dx) * (n_frames - 1) if dx < 0 else 0)
     else:
         y0, x0 = origin
-    frames = []
+    frames: list[YUV] = []
     for t in range(n_frames):
         y, x = y0 + t * dy, x0 + t * dx
         if y < 0 or x < 0 or y + height > img.shape[0] or x + width > img.shape[1]:
             raise FrameError(f"synthetic: frame {t} window at (y={y}, x={x}) leaves the photo")
-        frames.append(img[y : y + height, x : x + width])
-    return check_frames(np.stack(frames), "synthetic")
+        win = ycc[y : y + height, x : x + width]
+        frames.append(YUV(img[y : y + height, x : x + width],
+                          subsample_420(win[..., 1]), subsample_420(win[..., 2])))
+    return check_frames(frames, "synthetic")

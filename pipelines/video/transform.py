@@ -3,7 +3,9 @@
 The forward path (DCT, quantise) may run on a GPU through ``xp``: it only decides the levels,
 which the stream carries.  The reconstruction (dequantise, inverse DCT, add prediction, round,
 clip) always runs in NumPy, in one function shared by the encoder's closed loop and the decoder,
-so both produce bit-identical pictures.
+so both produce bit-identical pictures.  A 4:2:0 picture is coded plane by plane (Y with the
+luma table, then U and V with the chroma table) and its levels are the planes' blocks in that
+order.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from functools import lru_cache
 from typing import Any
 
 import numpy as np
+
+from .yuv import YUV
 
 __all__ = [
     "B",
@@ -23,6 +27,9 @@ __all__ = [
     "ZIGZAG",
     "quantize",
     "reconstruct",
+    "quantize_picture",
+    "picture_blocks",
+    "reconstruct_picture",
 ]
 
 B = 8  # transform block size
@@ -38,6 +45,20 @@ _JPEG_LUMA = np.array(
         [24, 35, 55, 64, 81, 104, 113, 92],
         [49, 64, 78, 87, 103, 121, 120, 101],
         [72, 92, 95, 98, 112, 100, 103, 99],
+    ],
+    dtype=np.float64,
+)
+# The Annex K chrominance table: chroma is smooth, so its high frequencies are cut harder.
+_JPEG_CHROMA = np.array(
+    [
+        [17, 18, 24, 47, 99, 99, 99, 99],
+        [18, 21, 26, 66, 99, 99, 99, 99],
+        [24, 26, 56, 99, 99, 99, 99, 99],
+        [47, 66, 99, 99, 99, 99, 99, 99],
+        [99, 99, 99, 99, 99, 99, 99, 99],
+        [99, 99, 99, 99, 99, 99, 99, 99],
+        [99, 99, 99, 99, 99, 99, 99, 99],
+        [99, 99, 99, 99, 99, 99, 99, 99],
     ],
     dtype=np.float64,
 )
@@ -90,36 +111,68 @@ def dct_blocks(blocks: Any, inverse: bool = False, xp: Any = np) -> Any:
     return c @ blocks @ c.T
 
 
-@lru_cache(maxsize=128)
-def quant_table(quality: int) -> np.ndarray:
-    """The JPEG luminance table scaled for ``quality`` in 1..100 (libjpeg's scaling, 1..255)."""
+@lru_cache(maxsize=256)
+def quant_table(quality: int, chroma: bool = False) -> np.ndarray:
+    """The JPEG luminance (or, with ``chroma``, chrominance) table scaled for ``quality`` in
+    1..100 (libjpeg's scaling, entries clipped to 1..255)."""
     if isinstance(quality, bool) or not isinstance(quality, (int, np.integer)) or not (
         1 <= quality <= 100
     ):
         raise ValueError(f"quality: must be an integer in 1..100, got {quality!r}")
     scale = 5000 / quality if quality < 50 else 200 - 2 * quality
-    q = np.clip(np.floor((_JPEG_LUMA * scale + 50) / 100), 1, 255)
+    base = _JPEG_CHROMA if chroma else _JPEG_LUMA
+    q = np.clip(np.floor((base * scale + 50) / 100), 1, 255)
     q.setflags(write=False)
     return q
 
 
-def quantize(residual: Any, quality: int, xp: Any = np) -> np.ndarray:
-    """Levels of a residual frame: DCT, divide by the table, round; ``(n_blocks, 64)`` int32 in
-    zig-zag order, returned as a NumPy array."""
-    h, w = residual.shape
+def quantize(residual: Any, quality: int, xp: Any = np, chroma: bool = False) -> np.ndarray:
+    """Levels of a residual plane: DCT, divide by the (luma or chroma) table, round;
+    ``(n_blocks, 64)`` int32 in zig-zag order, returned as a NumPy array."""
     blocks = to_blocks(xp.asarray(residual, dtype=xp.float64))
-    q = xp.asarray(quant_table(quality))
+    q = xp.asarray(quant_table(quality, chroma))
     levels = xp.rint(dct_blocks(blocks, xp=xp) / q).astype(xp.int32).reshape(-1, B * B)
     levels = levels[:, xp.asarray(ZIGZAG)]
     return levels.get() if hasattr(levels, "get") else np.asarray(levels)
 
 
-def reconstruct(levels: np.ndarray, prediction: np.ndarray, quality: int) -> np.ndarray:
-    """The decoded picture: prediction + inverse DCT of the dequantised levels, rounded, clipped.
+def reconstruct(
+    levels: np.ndarray, prediction: np.ndarray, quality: int, chroma: bool = False
+) -> np.ndarray:
+    """The decoded plane: prediction + inverse DCT of the dequantised levels, rounded, clipped.
 
-    ``levels`` is ``(n_blocks, 64)`` in zig-zag order; ``prediction`` a ``(h, w)`` uint8 frame.
+    ``levels`` is ``(n_blocks, 64)`` in zig-zag order; ``prediction`` a ``(h, w)`` uint8 plane;
+    ``chroma`` picks the table the levels were quantised with.
     """
     h, w = prediction.shape
-    coeffs = (np.asarray(levels)[:, _UNZIGZAG] * quant_table(quality).reshape(-1)).reshape(-1, B, B)
+    table = quant_table(quality, chroma).reshape(-1)
+    coeffs = (np.asarray(levels)[:, _UNZIGZAG] * table).reshape(-1, B, B)
     residual = from_blocks(dct_blocks(coeffs, inverse=True), h, w)
     return np.clip(np.rint(prediction + residual), 0, 255).astype(np.uint8)
+
+
+def quantize_picture(residual: YUV, quality: int, xp: Any = np) -> np.ndarray:
+    """Levels of a residual 4:2:0 picture: the Y plane's blocks (luma table), then U's, then V's
+    (chroma table), each plane in raster order; ``(n_blocks, 64)`` int32, zig-zag order."""
+    return np.concatenate(
+        [quantize(p, quality, xp, chroma=i > 0) for i, p in enumerate(residual)]
+    )
+
+
+def picture_blocks(width: int, height: int) -> tuple[int, int]:
+    """``(luma blocks, blocks per chroma plane)`` of a ``width x height`` 4:2:0 picture."""
+    luma = (width // B) * (height // B)
+    return luma, luma // 4
+
+
+def reconstruct_picture(levels: np.ndarray, prediction: YUV, quality: int) -> YUV:
+    """:func:`reconstruct` of each plane of a picture from the levels of
+    :func:`quantize_picture`."""
+    h, w = prediction.y.shape
+    n_y, n_c = picture_blocks(w, h)
+    if len(levels) != n_y + 2 * n_c:
+        raise ValueError(f"levels: a {w}x{h} picture has {n_y + 2 * n_c} blocks, "
+                         f"got {len(levels)}")
+    parts = (levels[:n_y], levels[n_y : n_y + n_c], levels[n_y + n_c :])
+    return YUV(*(reconstruct(lv, p, quality, chroma=i > 0)
+                 for i, (lv, p) in enumerate(zip(parts, prediction, strict=True))))
