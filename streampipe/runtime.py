@@ -246,9 +246,10 @@ class RankRuntime:
             raise RuntimeError(f"item {current} depends on feedback of item {seq}, which is not "
                                "earlier in the stream: dependencies must point backwards (a cycle)")
         if seq not in fb.values:
+            # charged as blocked: like a missing credit, a later stage holds this one back
             deadline = time.perf_counter() + self.opts.feedback_timeout
             self._wait(lambda: seq in fb.values or fb.exhausted or fb.watermark >= seq
-                       or time.perf_counter() > deadline, M.STARVED, "waiting for feedback")
+                       or time.perf_counter() > deadline, M.BLOCKED, "waiting for feedback")
             if seq not in fb.values:
                 if fb.exhausted:
                     why = "its producer finished without sending it"
