@@ -87,6 +87,12 @@ class Plan:
             return None
         return "cursor" if self.stages[i].replicas == 1 else "heads"
 
+    def sends_watermark(self, i: int) -> bool:
+        """Whether stage ``i`` feeds back and reports how far it got: only a single replica with
+        ordered input handles seqs in order, so only then does a watermark mean anything."""
+        st = self.stages[i]
+        return self.ordered and st.feedback_to is not None and st.replicas == 1
+
     @staticmethod
     def data_edge(stage_index: int) -> int:
         """Edge id of the data edge into stage ``stage_index``."""
@@ -155,7 +161,7 @@ def make_plan(spec: JobSpec, start_seq: int = 0) -> Plan:
     # so a consumer waiting for a value that will never come fails instead of waiting: dropped
     # items between the two must reach the producer as tombstones.
     for st in stages:
-        if spec.ordered and st.feedback_to is not None and st.replicas == 1:
+        if plan.sends_watermark(st.index):
             for j in range(st.feedback_to, st.index):
                 plan.markers[j] = True
     return plan

@@ -26,15 +26,11 @@ from .plan import Plan, Role, make_plan
 from .stage import Context, Sink, Source
 from .transport import CONTROL, AbortRequested, Backoff, Transport
 
-__all__ = ["RunOptions", "StageFailure", "run_rank"]
+__all__ = ["RunOptions", "run_rank"]
 
 DONE_EDGE = -3  # rank -> rank 0: metrics and sink result at the end
 FINAL_EDGE = -4  # rank 0 -> all: the job's results
 FAIL_EDGE = -5  # rank -> rank 0: partial metrics after a failure
-
-
-class StageFailure(RuntimeError):
-    """Raised by :func:`run_rank` on ranks that stopped because some rank failed."""
 
 
 @dataclass
@@ -117,8 +113,7 @@ class RankRuntime:
         self.progress = (Progress() if opts.progress and self.sp.kind == "sink"
                          and self.role.replica == 0 and self.role.is_root else None)
         # watermark of a single-replica feedback producer with ordered input (see plan.py)
-        self.fb_watermarks = (plan.ordered and self.sp.replicas == 1
-                              and self.sp.feedback_to is not None)
+        self.fb_watermarks = plan.sends_watermark(self.sp.index)
         self.fb_mark = self.fb_mark_sent = -1
         self.to_wire: Any = None  # device arrays -> host before sending (GPU stages)
         self.from_wire: Any = None  # host arrays -> device after receiving (GPU stages)
