@@ -33,7 +33,7 @@ the pipeline::
 with ``F[k]`` the time the chosen replica becomes free and ``G[k]`` the time the credit for the
 send is returned (both fixed by earlier items). Unrolled, ``D = C + max(0, cummax(H - C))`` with
 ``C = cumsum(t)`` and ``H = max(F + t, G)``, so one item costs a few NumPy calls over all stages
-and 1,000 stages x 100,000 items run in seconds. ``tests/test_sim.py`` checks it against an
+and 1,000 stages x 100,000 items run in seconds. ``tests/unit/test_sim.py`` checks it against an
 independent event-driven simulation.
 """
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+CURRENT_TEST = None  # the running pytest item (set by tests/conftest.py)
 
 
 @dataclass
@@ -34,6 +35,11 @@ def _env() -> dict[str, str]:
 
 def run_cmd(cmd: list[str], timeout: float = 60.0, cwd: str | Path | None = None) -> Done:
     """Run ``cmd`` in its own process group; on timeout kill the whole group and fail."""
+    item = CURRENT_TEST
+    if item is not None and item.get_closest_marker("mpi") is None:
+        raise AssertionError(f"{item.nodeid} launches processes through tests/mpiutil.py but is "
+                             "not marked mpi (import the launcher at module level or add "
+                             "pytestmark = pytest.mark.mpi)")
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env=_env(), cwd=cwd or ROOT, start_new_session=True)

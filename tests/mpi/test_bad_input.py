@@ -215,6 +215,7 @@ params = {{n = 500}}
 [[stages]]
 name = "bad"
 uses = "{uses}"
+replicas = {replicas}
 params = {{at = 100}}
 [[stages]]
 name = "sink"
@@ -229,7 +230,7 @@ uses = "tests.stages:Collect"
 def test_unpicklable_item_fails_fast_naming_stage_and_item(tmp_path, uses, what):
     """Items are batched, so the pickling error surfaces at a later flush; the message must
     still name the item that produced the object (100), not the one being processed then."""
-    job_file = _write(tmp_path, CHAIN.format(uses=uses))
+    job_file = _write(tmp_path, CHAIN.format(uses=uses, replicas=1))
     done = streampipe("run", str(job_file), "--out", str(tmp_path / "r.h5"), "--quiet",
                       timeout=40)
     assert done.returncode != 0
@@ -241,7 +242,7 @@ def test_unpicklable_item_fails_fast_naming_stage_and_item(tmp_path, uses, what)
 
 
 def test_bad_job_fails_before_any_rank_starts(tmp_path):
-    job_file = _write(tmp_path, CHAIN.format(uses="tests.stages:Sqaure"))
+    job_file = _write(tmp_path, CHAIN.format(uses="tests.stages:Sqaure", replicas=1))
     done = streampipe("run", str(job_file), "--out", str(tmp_path / "r.h5"), timeout=40)
     assert done.returncode == 2
     assert "stages[1].uses: module 'tests.stages' has no attribute 'Sqaure'" in done.stderr
@@ -249,7 +250,7 @@ def test_bad_job_fails_before_any_rank_starts(tmp_path):
 
 
 def test_bad_inject_and_set_on_the_command_line(tmp_path):
-    job_file = _write(tmp_path, CHAIN.format(uses="tests.stages:Square"))
+    job_file = _write(tmp_path, CHAIN.format(uses="tests.stages:Square", replicas=1))
     done = streampipe("run", str(job_file), "--inject", "stage=bad,item=x", timeout=40)
     assert done.returncode == 2 and "item and replica must be integers" in done.stderr
     done = streampipe("run", str(job_file), "--set", "stages.nope.replicas=2", timeout=40)
@@ -257,8 +258,8 @@ def test_bad_inject_and_set_on_the_command_line(tmp_path):
 
 
 def test_wrong_rank_count_every_rank_says_both_numbers(tmp_path):
-    job_file = _write(tmp_path, CHAIN.format(uses="tests.stages:Square").replace(
-        'name = "bad"', 'name = "bad"\nreplicas = 2'))  # needs 4 ranks
+    # replicas = 2: the job needs 4 ranks
+    job_file = _write(tmp_path, CHAIN.format(uses="tests.stages:Square", replicas=2))
     done = mpiexec(3, "-m", "streampipe", "run", str(job_file), "--no-launch", "--quiet",
                    "--out", str(tmp_path / "r.h5"), timeout=40)
     assert done.returncode != 0

@@ -15,7 +15,7 @@ from streampipe import metrics as M
 from streampipe import report
 from streampipe.trace import trace_events
 
-DOC = Path(__file__).resolve().parent.parent / "docs" / "diagnostics.md"
+DOC = Path(__file__).resolve().parents[2] / "docs" / "diagnostics.md"
 TYPES = {"object": dict, "array": list, "string": str, "boolean": bool, "null": type(None),
          "integer": int, "number": (int, float)}
 

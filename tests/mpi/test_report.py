@@ -9,7 +9,7 @@ import pytest
 
 from streampipe import report, runfile
 from tests.mpiutil import streampipe
-from tests.test_report_units import doc_schema, validate
+from tests.unit.test_report_units import doc_schema, validate
 
 pytestmark = pytest.mark.mpi
 

@@ -25,12 +25,11 @@ from pipelines.split_learning.splitnn import (
 )
 from streampipe.runfile import read
 from streampipe.schedule import simulate
-
-from .mpiutil import streampipe
+from tests.mpiutil import streampipe
 
 pytestmark = pytest.mark.mpi
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 MODEL = [{"type": "linear", "in": 64, "out": 24}, {"type": "relu"},
          {"type": "linear", "in": 24, "out": 16}, {"type": "relu"},
          {"type": "linear", "in": 16, "out": 10}]

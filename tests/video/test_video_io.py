@@ -26,7 +26,7 @@ try:
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
-JOB = Path(__file__).resolve().parents[1] / "jobs" / "video.toml"
+JOB = Path(__file__).resolve().parents[2] / "jobs" / "video.toml"
 FRAMES = pan_frames(3, 32, 16, shift=(1, 1))
 
 

@@ -14,8 +14,7 @@ import pytest
 
 from pipelines.split_learning.splitnn import load_data, parse_train, train_round_robin_serial
 from streampipe.schedule import simulate
-
-from .test_train_mpi import _max_diff, _run, _small
+from tests.split_learning.test_train_mpi import _max_diff, _run, _small
 
 # four linear blocks -> cuts [2, 4, 6] give 4 stages = P 2 ranks x V 2 chunks
 MODEL4 = [{"type": "linear", "in": 64, "out": 24}, {"type": "relu"},

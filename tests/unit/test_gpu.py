@@ -2,8 +2,8 @@
 
 A fake CuPy (plain Python over NumPy) stands in for the real one: it records which device was
 made current, how often the stream was synchronised and how much pinned memory was allocated,
-so the tests check the decisions gpu.py takes, not CuPy itself (that is tests/test_gpu_device.py,
-which needs a device).
+so the tests check the decisions gpu.py takes, not CuPy itself (that is
+tests/mpi/test_gpu_device.py, which needs a device).
 """
 
 from __future__ import annotations

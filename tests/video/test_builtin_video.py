@@ -9,8 +9,7 @@ import pytest
 
 from pipelines.video import decode, encode_serial, psnr
 from pipelines.video.synthetic import pan_frames
-
-from .builtin_jobs import run_job
+from tests.builtin_jobs import run_job
 
 # A short clip that still has two GOPs (I B B P ... I ...) so B frames reference anchors that
 # another ME replica may be estimating at the same time.

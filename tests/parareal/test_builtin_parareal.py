@@ -8,8 +8,7 @@ import numpy as np
 import pytest
 
 from pipelines.parareal import HeatProblem, fine_serial, parareal_serial
-
-from .builtin_jobs import run_job
+from tests.builtin_jobs import run_job
 
 # nx = 63 (h = 1/64), 6 slices of T/6 with 200 explicit steps: nu dt / h^2 = 0.34 <= 1/2.
 PROBLEM = {"nx": 63, "nu": 1.0, "T": 0.1, "n_slices": 6, "coarse_steps": 1, "fine_steps": 200}

@@ -12,8 +12,7 @@ import numpy as np
 import pytest
 
 from pipelines.genomics import load_reference
-
-from .builtin_jobs import run_job
+from tests.builtin_jobs import run_job
 
 GEN = {"genome_len": 50_000, "n_reads": 20_000, "read_len": 64, "n_shards": 3,
        "mismatch_rate": 0.01, "seed": 5, "n_repeats": 4, "copies": 2, "repeat_len": 300}

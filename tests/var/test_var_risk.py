@@ -21,7 +21,7 @@ except ModuleNotFoundError:  # Python 3.10
 
 from pipelines.var import run_serial
 
-DATA = Path(__file__).resolve().parents[1] / "pipelines" / "var" / "data"
+DATA = Path(__file__).resolve().parents[2] / "pipelines" / "var" / "data"
 
 # A second portfolio unlike the first: covariance form, 5-day horizon, a long-short pair with
 # negative correlation, and a short FX leg.

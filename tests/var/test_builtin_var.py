@@ -12,8 +12,7 @@ import pytest
 from scipy.stats import norm
 
 from pipelines.var import VarResult, load_portfolio, run_serial
-
-from .builtin_jobs import run_job
+from tests.builtin_jobs import run_job
 
 PF = "pipelines/var/data/portfolio.toml"
 LINEAR = "pipelines/var/data/linear.toml"

@@ -154,7 +154,7 @@ def test_fine_solve_size_one_is_serial_and_rejects_bad_grid():
 
 
 def test_job_file_names_real_stages():
-    job = tomllib.loads((Path(__file__).parents[1] / "jobs" / "parareal.toml").read_text())
+    job = tomllib.loads((Path(__file__).parents[2] / "jobs" / "parareal.toml").read_text())
     names = [s["name"] for s in job["stages"]]
     classes = [getattr(import_module(s["uses"].split(":")[0]), s["uses"].split(":")[1])
                for s in job["stages"]]

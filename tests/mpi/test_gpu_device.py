@@ -1,11 +1,12 @@
 """streampipe.gpu on a real device (``pytest -m gpu``; skipped without CuPy and a CUDA device).
 
 Kernel-vs-NumPy checks that live elsewhere are not repeated here: VaR valuation in
-tests/test_var_pipeline.py, SAD and DCT in tests/test_video_gpu.py.  This file covers device
-selection, the wire path with real pinned memory, the split-learning matmuls, the memory budget
+tests/var/test_var_pipeline.py, SAD and DCT in tests/video/test_video_gpu.py.
+This file covers device selection, the wire path with real pinned memory, the split-learning
+matmuls, the memory budget
 and CuPy items through a real 3-rank pipeline.
 
-The stage classes below are also used by that pipeline (``uses = "tests.test_gpu_device:..."``),
+The stage classes below are also used by that pipeline (``uses = "tests.mpi.test_gpu_device:..."``),
 so the module must import without CuPy: the skip is a mark, not a module-level skip.
 """
 
@@ -229,15 +230,15 @@ def test_cupy_items_through_a_gpu_middle_stage(tmp_path):
         ordered = true
         [[stages]]
         name = "source"
-        uses = "tests.test_gpu_device:ArraySource"
+        uses = "tests.mpi.test_gpu_device:ArraySource"
         params = {{ n = {n}, items = {items} }}
         [[stages]]
         name = "double"
-        uses = "tests.test_gpu_device:DeviceDouble"
+        uses = "tests.mpi.test_gpu_device:DeviceDouble"
         device = "gpu"
         [[stages]]
         name = "sink"
-        uses = "tests.test_gpu_device:HostCollect"
+        uses = "tests.mpi.test_gpu_device:HostCollect"
         device = "cpu"
     """))
     out = tmp_path / "run.h5"

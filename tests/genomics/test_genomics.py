@@ -215,7 +215,7 @@ def test_read_shards_rejects_unknown_generate_key(tmp_path):
 
 
 def test_job_file_names_real_stages_and_valid_generate():
-    job = tomllib.loads((Path(__file__).parents[1] / "jobs" / "genomics.toml").read_text())
+    job = tomllib.loads((Path(__file__).parents[2] / "jobs" / "genomics.toml").read_text())
     classes = []
     for st in job["stages"]:
         mod, cls = st["uses"].split(":")
