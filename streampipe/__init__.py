@@ -14,14 +14,13 @@ Build a pipeline with :class:`Pipeline` or describe it in a TOML job file and ru
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
 from .api import Pipeline, run, run_spec
 from .faults import Fault
 from .job import JobError, JobSpec, StageSpec, load_job
 from .plan import Plan, make_plan
 from .runtime import RunOptions
 from .stage import Context, FunctionStage, Sink, Source, Stage, StageError, stage
+from .version import __version__
 
 __all__ = [
     "Context", "Fault", "FunctionStage", "JobError", "JobSpec", "Pipeline", "Plan", "RunOptions",

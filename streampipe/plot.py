@@ -6,15 +6,16 @@ from typing import Any
 
 import numpy as np
 
+from .events import T_END, T_START, as_events
 from .metrics import STATES
-from .report import T_END, T_START, _plan_stages
+from .plan import Plan
 
 COLORS = {"busy": "#2e7d32", "starved": "#90a4ae", "blocked": "#c62828", "transfer": "#1565c0",
           "io": "#f9a825", "other": "#d7ccc8"}
 MAX_BARS = 20_000  # per rank in the timeline; beyond that a rank's slices are thinned evenly
 
 
-def write_plot(path: str, plan: Any, ranks: list[dict | None], doc: dict[str, Any]) -> None:
+def write_plot(path: str, plan: Plan, ranks: list[dict | None], doc: dict[str, Any]) -> None:
     """Write a two-panel figure: stacked time split per stage, and busy slices per rank."""
     import matplotlib
 
@@ -41,14 +42,10 @@ def write_plot(path: str, plan: Any, ranks: list[dict | None], doc: dict[str, An
     ax1.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
 
     origin = min((d["wall0"] for _, d in present), default=0.0)
-    stage_of = {}
-    for i, st in enumerate(_plan_stages(plan)):
-        for g in st["groups"]:
-            for r in g:
-                stage_of[r] = (i, st["name"])
+    stage_of = {r: (st.index, st.name) for r, st in plan.rank_stage().items()}
     cmap = plt.get_cmap("tab10")
     for row, (r, d) in enumerate(present):
-        ev = np.array(d["events"], dtype=np.float64).reshape(-1, 5)
+        ev = as_events(d["events"])
         if len(ev) > MAX_BARS:
             ev = ev[np.linspace(0, len(ev) - 1, MAX_BARS).astype(int)]
         start = ev[:, T_START] + d["wall0"] - origin

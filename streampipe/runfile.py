@@ -8,9 +8,13 @@ Layout (attributes in brackets)::
                       start) [stage, stage_index, replica, group_rank, host, wall0, elapsed,
                       time_<state>, items_in, items_out, held_area, held_peak, edges_json, ...]
     /summary/{stage}  [items, throughput, busy, starved, blocked, transfer, io, other, L, lam, W,
-                       little_residual, ...]   (see streampipe.report.summarize)
+                       little_residual, ...]   (a streampipe.summary.StageRow)
 
-A failed run writes the ranks it could collect; missing ranks have no group.
+A failed run writes the ranks it could collect; missing ranks have no group. Storage only: this
+module knows the layout, not what the numbers mean (``streampipe.report``) nor when a run file is
+written (``streampipe.finish``). Values HDF5 cannot hold as attributes (tables, lists, integers
+beyond 64 bits) are stored as JSON in ``<key>_json``; strings lose NUL bytes (Open MPI's library
+version ends in one, and HDF5 strings cannot hold them).
 """
 
 from __future__ import annotations
@@ -19,13 +23,15 @@ import json
 import os
 import sys
 import time
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from .version import __version__
+
 FORMAT = 1
+INT64 = (-2**63, 2**63 - 1)
 
 
 def _jsonable(obj: Any) -> Any:
@@ -42,6 +48,17 @@ def default_path(job_name: str) -> str:
     return str(Path("runs") / f"{job_name}-{stamp}.h5")
 
 
+def _put(attrs: Any, key: str, value: Any) -> None:
+    """One attribute: scalars natively, anything else as JSON under ``<key>_json``."""
+    if isinstance(value, str):
+        attrs[key] = value.replace("\x00", "")
+    elif isinstance(value, (bool, float, np.generic)) or (
+            isinstance(value, int) and INT64[0] <= value <= INT64[1]):
+        attrs[key] = value
+    else:
+        attrs[f"{key}_json"] = json.dumps(_jsonable(value))
+
+
 def write(path: str, meta: dict[str, Any], ranks: list[dict | None],
           summary: dict[str, dict]) -> None:
     """Write a run file atomically (a reader never sees half a file)."""
@@ -53,10 +70,7 @@ def write(path: str, meta: dict[str, Any], ranks: list[dict | None],
     with h5py.File(tmp, "w") as f:
         f.attrs["format"] = FORMAT
         for k, v in meta.items():
-            if isinstance(v, (int, float, str, bool, np.generic)):
-                f.attrs[k] = v
-            else:
-                f.attrs[f"{k}_json"] = json.dumps(_jsonable(v))
+            _put(f.attrs, k, v)
         g = f.create_group("ranks")
         for r, d in enumerate(ranks):
             if d is None:
@@ -69,18 +83,13 @@ def write(path: str, meta: dict[str, Any], ranks: list[dict | None],
                 if k == "time":
                     for state, secs in v.items():
                         rg.attrs[f"time_{state}"] = secs
-                elif isinstance(v, (int, float, str, bool, np.generic)):
-                    rg.attrs[k] = v
                 else:
-                    rg.attrs[f"{k}_json"] = json.dumps(_jsonable(v))
-        sg = f.create_group("summary")
+                    _put(rg.attrs, k, v)
+        sg = f.create_group("summary", track_order=True)  # stage order, not alphabetical
         for stage, row in summary.items():
             st = sg.create_group(stage)
             for k, v in row.items():
-                if isinstance(v, (int, float, str, bool, np.generic)):
-                    st.attrs[k] = v
-                else:
-                    st.attrs[f"{k}_json"] = json.dumps(_jsonable(v))
+                _put(st.attrs, k, v)
     os.replace(tmp, p)
 
 
@@ -118,46 +127,39 @@ def read(path: str) -> dict[str, Any]:
             d["events"] = rg["events"][()]
             ranks[int(key)] = d
         summary = {k: _attrs(v) for k, v in f["summary"].items()}
+    # stage order (files before track_order list their groups alphabetically)
+    order = {s["name"]: i for i, s in enumerate(meta.get("plan", {}).get("stages", []))}
+    summary = dict(sorted(summary.items(), key=lambda kv: order.get(kv[0], len(order))))
     return {"meta": meta, "ranks": ranks, "summary": summary}
 
 
 def versions() -> dict[str, str]:
-    from . import __version__
-
+    """streampipe, Python, mpi4py and MPI library versions (for the run file's root)."""
     out = {"streampipe": __version__, "python": sys.version.split()[0]}
     try:
         import mpi4py
         from mpi4py import MPI
 
         out["mpi4py"] = mpi4py.__version__
-        out["mpi"] = MPI.Get_library_version().splitlines()[0].strip()
+        out["mpi"] = mpi_library(MPI.Get_library_version())
     except Exception:  # noqa: BLE001
         pass
     return out
 
 
-def finish_run(spec: Any, plan: Any, opts: Any, ranks: list[dict | None], status: str,
-               error: str | None, result: Any) -> None:
-    """Summarise, write the run file (if asked for) and print the short report (rank 0)."""
-    from .report import short_text, summarize
+def mpi_library(text: str) -> str:
+    """The first line of ``MPI_Get_library_version``, without the trailing NUL Open MPI adds."""
+    lines = text.replace("\x00", "").strip().splitlines()
+    return lines[0].strip() if lines else ""
 
-    summary = summarize(plan, ranks)
-    if opts.out:
-        present = [d for d in ranks if d is not None]
-        meta = {
-            "status": status, "error": error or "", "job_name": spec.name, "job_text": spec.text,
-            "plan": {"stages": [asdict(s) for s in plan.stages], "ordered": plan.ordered,
-                     "batch": plan.batch, "start_seq": plan.start_seq},
-            **versions(), "ranks": len(ranks),
-            "hosts": [d["host"] if d else None for d in ranks],
-            "start_time": min((d["wall0"] for d in present), default=time.time()),
-            "wall_time": max((d["elapsed"] for d in present), default=0.0),
-            "result": _jsonable(result),
-        }
-        write(opts.out, meta, ranks, summary)
-    if status == "ok" and opts.report and not opts.quiet:
-        print(short_text(plan, summary, ranks), flush=True)
-        if opts.out:
-            print(f"run file: {opts.out}  (streampipe report {opts.out})", flush=True)
-    elif status != "ok" and opts.out:
-        print(f"streampipe: run failed; partial run file: {opts.out}", file=sys.stderr, flush=True)
+
+def status(path: str) -> str:
+    """The ``status`` a run file records ("ok", "failed"; "" when it has none)."""
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            v = f.attrs.get("status", "")
+    except OSError as exc:
+        raise ValueError(f"run file {path!r}: cannot open as HDF5 ({exc})") from None
+    return v.decode() if isinstance(v, bytes) else str(v)

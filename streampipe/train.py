@@ -33,7 +33,9 @@ import numpy as np
 
 from . import metrics as M
 from .channel import ITEM, InPort, OutPort
-from .schedule import Action
+from .runfile import versions, write
+from .schedule import Action, format_grid, simulate
+from .summary import StageRow
 from .transport import CONTROL, AbortRequested, Transport
 
 __all__ = ["Wire", "Executor", "run_train", "train_ranks", "plan_text", "WIRE_KINDS"]
@@ -264,8 +266,6 @@ def plan_text(spec: Any) -> str:
         stage_times,
     )
     from pipelines.split_learning.splitnn import build_stages
-
-    from .schedule import format_grid, simulate
 
     cfg = _config(spec)
     topo = cfg.topology
@@ -536,8 +536,6 @@ class _Session:
         }
         summary = _summary(ranks)
         if self.opts.out:
-            from .runfile import versions, write
-
             meta = {
                 "status": "ok", "error": "", "job_name": self.spec.name,
                 "job_text": self.spec.text, "kind": "train",
@@ -549,7 +547,7 @@ class _Session:
                 "start_time": min(r["wall0"] for r in ranks),
                 "wall_time": max(r["elapsed"] for r in ranks), "result": result,
             }
-            write(self.opts.out, meta, ranks, summary)
+            write(self.opts.out, meta, ranks, {k: r.to_dict() for k, r in summary.items()})
         if not getattr(self.opts, "quiet", False):
             print(report_text(topo, ranks, result), flush=True)
             if self.opts.out:
@@ -577,8 +575,8 @@ def _crossed(topo: Any, ranks: list[dict]) -> dict[str, dict[str, list[int]]]:
     return out
 
 
-def _summary(ranks: list[dict]) -> dict[str, dict[str, Any]]:
-    """One row per rank in the shape ``streampipe report`` prints (see report.short_text)."""
+def _summary(ranks: list[dict]) -> dict[str, StageRow]:
+    """One row per rank, of the type ``streampipe report`` prints."""
     out = {}
     for d in ranks:
         el = max(d["elapsed"], 1e-12)
@@ -590,17 +588,14 @@ def _summary(ranks: list[dict]) -> dict[str, dict[str, Any]]:
         lam = items / window
         L = d["held_area"] / window
         busy_t = d["time"]["busy"]
-        row = {"kind": "train", "replicas": 1, "group": 1, "items": items,
-               "items_out": int(d["items_out"]), "window": window, "throughput": lam,
-               "service": busy_t / max(items, 1), "bound": items / busy_t if busy_t else 0.0,
-               "L": L, "lam": lam, "W": W,
-               "little_residual": abs(L - lam * W) / L if L > 0 else 0.0,
-               "held_peak": int(d["peak_live"]), "io_bytes": 0,
-               "peak_live_bytes": int(d["peak_live_bytes"]), "step_time": d["step_time"]}
-        for state in M.STATES:
-            row[state] = d["time"][state] / el
-        row["edges"] = d.get("edges", {})
-        out[d["stage"]] = row
+        out[d["stage"]] = StageRow(
+            kind="train", items=items, items_out=int(d["items_out"]), window=window,
+            throughput=lam, service=busy_t / max(items, 1),
+            bound=items / busy_t if busy_t else 0.0, L=L, lam=lam, W=W,
+            little_residual=abs(L - lam * W) / L if L > 0 else 0.0,
+            held_peak=int(d["peak_live"]), edges=d.get("edges", {}),
+            extra={"peak_live_bytes": int(d["peak_live_bytes"]), "step_time": d["step_time"]},
+            **{state: d["time"][state] / el for state in M.STATES})
     return out
 
 

@@ -14,6 +14,8 @@ import sys
 
 import pytest
 
+from streampipe.plan import Plan
+from streampipe.report import per_host
 from streampipe.runfile import read
 from tests.mpiutil import ROOT, run_cmd, streampipe
 
@@ -134,9 +136,8 @@ def test_two_network_namespaces_give_the_same_result_and_cross_the_veth(tmp_path
                                                                   "sum": 299 * 300 * 599 // 6}
     # ranks in stage order: numbers, square[0] on A; square[1], sink on B (hydra's split)
     assert [d["host"] for d in run["ranks"]] == ["nodeA", "nodeA", "nodeB", "nodeB"]
-    from streampipe.report import per_host
 
-    ph = per_host(run["meta"]["plan"], run["ranks"])
+    ph = per_host(Plan.from_dict(run["meta"]["plan"]), run["ranks"])
     hosts = {h["host"]: h for h in ph["hosts"]}
     # oracle: every item is taken in once per stage: A has numbers (300) + square[0], B has
     # square[1] + the sink (300), and the two replicas together took 300
