@@ -198,6 +198,9 @@ def validate(spec: JobSpec, check_imports: bool = True) -> None:
     names = [s.name for s in spec.stages]
     if spec.ranks > INT_MAX:
         raise JobError(f"stages: the job needs {spec.ranks} ranks, more than MPI can number")
+    if spec.checkpoint and (not spec.ordered or spec.stages[-1].replicas > 1):
+        raise JobError("pipeline.checkpoint: needs pipeline.ordered = true and one sink replica "
+                       "(the high-water mark is a position in the ordered stream)")
     fed: dict[str, str] = {}
     for i, st in enumerate(spec.stages):
         where = f"stages[{i}]"
@@ -226,9 +229,6 @@ def validate(spec: JobSpec, check_imports: bool = True) -> None:
             _check_role(obj, i, len(spec.stages), where)
             if spec.checkpoint:
                 _check_resumable(obj, i, len(spec.stages), where)
-    if spec.checkpoint and (not spec.ordered or spec.stages[-1].replicas > 1):
-        raise JobError("pipeline.checkpoint: needs pipeline.ordered = true and one sink replica "
-                       "(the high-water mark is a position in the ordered stream)")
     if spec.ordered and spec.stages[0].replicas > 1:
         raise JobError("stages[0].replicas: a replicated source has no single order; "
                        "set pipeline.ordered = false or use one source replica")

@@ -68,7 +68,9 @@ class Launcher:
         """Options placing ``slots[host]`` ranks on each host, in order."""
         spec = ",".join(f"{h}:{k}" for h, k in slots.items())
         if self.kind == "openmpi":
-            return ["--host", spec]
+            # by slot: fill each host's slots in order (with --oversubscribe the default
+            # mapping would put every rank on the first host)
+            return ["--host", spec, "--map-by", "slot"]
         return ["-hosts", spec]
 
     def network_only(self) -> tuple[list[str], dict[str, str]]:
@@ -79,12 +81,14 @@ class Launcher:
             return ["--mca", "btl", "tcp,self"], {}
         return ["-launcher", "fork"], {"MPIR_CVAR_NOLOCAL": "1", "MPIR_CVAR_CH4_SHM_ENABLE": "0"}
 
-    def remote_agent(self, agent: str, iface: str) -> list[str]:
-        """Options that start the other hosts' processes with ``agent HOST CMD`` (an ssh
-        stand-in) and keep MPI traffic on network interface ``iface``."""
+    def remote_agent(self, agent: str, iface: str, subnet: str) -> list[str]:
+        """Options that start the other hosts' processes with ``agent -x HOST CMD`` (an ssh
+        stand-in) and keep MPI traffic on the local interface ``iface`` (hydra) or on the
+        network ``subnet`` (Open MPI, whose daemons on other hosts name their own interfaces)."""
         if self.kind == "openmpi":
-            return ["--prtemca", "plm_ssh_agent", agent, "--prtemca", "oob_tcp_if_include", iface,
-                    "--mca", "btl", "tcp,self", "--mca", "btl_tcp_if_include", iface]
+            return ["--prtemca", "plm_ssh_agent", f"{agent} -x", "--prtemca",
+                    "oob_tcp_if_include", subnet, "--mca", "btl", "tcp,self", "--mca",
+                    "btl_tcp_if_include", subnet]
         return ["-launcher", "ssh", "-launcher-exec", agent, "-iface", iface]
 
 
