@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from . import launch, runfile, sim
+from . import config, launch, runfile, sim
 from .advisor import advise
 from .faults import parse_inject
 from .job import JobError, load_job
@@ -113,8 +113,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.quiet:
         argv.append("--quiet")
     n_ranks = train_ranks(spec) if spec.train is not None else spec.ranks
-    launch.check_ranks(n_ranks, args.max_ranks if args.max_ranks is not None
-                       else _env_int("STREAMPIPE_MAX_RANKS"))
+    launch.check_ranks(n_ranks, args.max_ranks)
     if sys.stderr.isatty() and not args.quiet:
         os.environ["STREAMPIPE_PROGRESS"] = "1"  # inherited by the ranks, whose stderr is a pipe
     rc = launch.launch(n_ranks, argv, args.mpiexec_arg)
@@ -131,16 +130,6 @@ def _run_ok(path: str) -> bool:
         return runfile.status(path) == "ok"
     except ValueError:
         return False
-
-
-def _env_int(name: str) -> int | None:
-    text = os.environ.get(name, "").strip()
-    if not text:
-        return None
-    try:
-        return int(text)
-    except ValueError:
-        raise ValueError(f"{name}: expected an integer, got {text!r}") from None
 
 
 def _run_here(args: argparse.Namespace, faults: list, start_seq: int, state: object) -> int:
@@ -162,7 +151,7 @@ def _run_here(args: argparse.Namespace, faults: list, start_seq: int, state: obj
     out = args.out or comm.bcast(runfile.default_path(spec.name) if comm.Get_rank() == 0
                                  else None)
     opts = RunOptions(out=out, faults=faults, start_seq=start_seq, resume_state=state,
-                      quiet=args.quiet, progress=os.environ.get("STREAMPIPE_PROGRESS") == "1")
+                      quiet=args.quiet, progress=bool(config.from_env("progress")))
     if spec.train is not None:
         run_train(spec, comm, opts)  # prints its own report on rank 0
         return 0

