@@ -9,6 +9,11 @@ Layout (attributes in brackets)::
                       time_<state>, items_in, items_out, held_area, held_peak, edges_json, ...]
     /summary/{stage}  [items, throughput, busy, starved, blocked, transfer, io, other, L, lam, W,
                        little_residual, ...]   (a streampipe.summary.StageRow)
+    /live/{series}    per-second series of the live view (time, per stage items and time split)
+
+A rank may instead write its own record to ``RUN.h5.ranks/rank-NNNNN.h5`` (same layout at the
+shard's root); ``/ranks/{r}`` is then an external link to it, relative to the run file's
+folder. Copy the run file together with its ``.ranks`` folder.
 
 A failed run writes the ranks it could collect; missing ranks have no group. Storage only: this
 module knows the layout, not what the numbers mean (``streampipe.report``) nor when a run file is
@@ -28,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from .events import as_events
 from .version import __version__
 
 FORMAT = 1
@@ -59,37 +65,84 @@ def _put(attrs: Any, key: str, value: Any) -> None:
         attrs[f"{key}_json"] = json.dumps(_jsonable(value))
 
 
-def write(path: str, meta: dict[str, Any], ranks: list[dict | None],
-          summary: dict[str, dict]) -> None:
-    """Write a run file atomically (a reader never sees half a file)."""
+def shard_dir(path: str) -> Path:
+    """Where the ranks of run file ``path`` write their shards: ``RUN.h5.ranks/`` beside it."""
+    p = Path(path)
+    return p.with_name(p.name + ".ranks")
+
+
+def shard_path(path: str, rank: int) -> Path:
+    return shard_dir(path) / f"rank-{rank:05d}.h5"
+
+
+def _write_rank(g: Any, d: dict[str, Any]) -> None:
+    g.create_dataset("events", data=as_events(d.get("events", ())))
+    for k, v in d.items():
+        if k == "events":
+            continue
+        if k == "time":
+            for state, secs in v.items():
+                g.attrs[f"time_{state}"] = secs
+        else:
+            _put(g.attrs, k, v)
+
+
+def _read_rank(g: Any) -> dict[str, Any]:
+    d = _attrs(g)
+    d["time"] = {k[5:]: d.pop(k) for k in list(d) if k.startswith("time_")}
+    d["events"] = g["events"][()]
+    return d
+
+
+def _atomic(path: Path) -> tuple[Path, Path]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path, path.with_name(path.name + f".tmp{os.getpid()}")
+
+
+def write_shard(path: str, rank: int, d: dict[str, Any]) -> Path:
+    """One rank's whole record (its events and attributes) in its own file beside the run file
+    ``path``; written by that rank, so no rank ever holds another rank's events."""
     import h5py
 
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(p.name + f".tmp{os.getpid()}")
+    p, tmp = _atomic(shard_path(path, rank))
+    with h5py.File(tmp, "w") as f:
+        f.attrs["format"] = FORMAT
+        _write_rank(f, d)
+    os.replace(tmp, p)
+    return p
+
+
+def write(path: str, meta: dict[str, Any], ranks: list[dict | None],
+          summary: dict[str, dict], series: dict[str, Any] | None = None) -> None:
+    """Write a run file atomically (a reader never sees half a file).
+
+    A rank whose shard exists (:func:`write_shard`) is linked (an HDF5 external link, relative to
+    the run file's folder), else its record in ``ranks`` is stored in the file itself; a rank
+    with neither is missing. ``series`` (name -> equal-length arrays) goes to ``/live``.
+    """
+    import h5py
+
+    p, tmp = _atomic(Path(path))
     with h5py.File(tmp, "w") as f:
         f.attrs["format"] = FORMAT
         for k, v in meta.items():
             _put(f.attrs, k, v)
         g = f.create_group("ranks")
-        for r, d in enumerate(ranks):
-            if d is None:
-                continue
-            rg = g.create_group(str(r))
-            rg.create_dataset("events", data=np.asarray(d["events"], dtype=np.float64))
-            for k, v in d.items():
-                if k == "events":
-                    continue
-                if k == "time":
-                    for state, secs in v.items():
-                        rg.attrs[f"time_{state}"] = secs
-                else:
-                    _put(rg.attrs, k, v)
+        for r in range(max(len(ranks), int(meta.get("ranks", 0)))):
+            shard = shard_path(path, r)
+            if shard.exists():
+                g[str(r)] = h5py.ExternalLink(str(shard.relative_to(p.parent)), "/")
+            elif r < len(ranks) and ranks[r] is not None:
+                _write_rank(g.create_group(str(r)), ranks[r])
         sg = f.create_group("summary", track_order=True)  # stage order, not alphabetical
         for stage, row in summary.items():
             st = sg.create_group(stage)
             for k, v in row.items():
                 _put(st.attrs, k, v)
+        if series:
+            lg = f.create_group("live", track_order=True)
+            for k, v in series.items():
+                lg.create_dataset(k, data=np.asarray(v))
     os.replace(tmp, p)
 
 
@@ -108,7 +161,8 @@ def _attrs(obj: Any) -> dict[str, Any]:
 
 
 def read(path: str) -> dict[str, Any]:
-    """Read a run file back into plain data: ``{"meta", "ranks", "summary"}``."""
+    """Read a run file (and its rank shards) back into plain data: ``{"meta", "ranks",
+    "summary", "live"}``. Shards are looked up beside the run file, wherever it was copied to."""
     import h5py
 
     try:
@@ -121,16 +175,26 @@ def read(path: str) -> dict[str, Any]:
         meta = _attrs(f)
         n = int(meta.get("ranks", 0))
         ranks: list[dict | None] = [None] * n
-        for key, rg in f["ranks"].items():
-            d = _attrs(rg)
-            d["time"] = {k[5:]: d.pop(k) for k in list(d) if k.startswith("time_")}
-            d["events"] = rg["events"][()]
-            ranks[int(key)] = d
+        for key in f["ranks"]:
+            link = f["ranks"].get(key, getlink=True)
+            if isinstance(link, h5py.ExternalLink):
+                # opened by hand, relative to this file: HDF5 would try the working directory
+                shard = Path(path).parent / link.filename
+                if not shard.exists():
+                    continue  # a copy without its shards: that rank is missing
+                with h5py.File(shard, "r") as sf:
+                    d = _read_rank(sf[link.path])
+            else:
+                d = _read_rank(f["ranks"][key])
+            r = int(key)
+            ranks.extend([None] * (r + 1 - len(ranks)))
+            ranks[r] = d
         summary = {k: _attrs(v) for k, v in f["summary"].items()}
+        live = {k: v[()] for k, v in f["live"].items()} if "live" in f else {}
     # stage order (files before track_order list their groups alphabetically)
     order = {s["name"]: i for i, s in enumerate(meta.get("plan", {}).get("stages", []))}
     summary = dict(sorted(summary.items(), key=lambda kv: order.get(kv[0], len(order))))
-    return {"meta": meta, "ranks": ranks, "summary": summary}
+    return {"meta": meta, "ranks": ranks, "summary": summary, "live": live}
 
 
 def versions() -> dict[str, str]:
