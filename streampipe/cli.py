@@ -1,4 +1,4 @@
-"""``streampipe run | report | plan | simulate`` — the command line.
+"""``streampipe run | report | watch | plan | simulate`` — the command line.
 
 The streampipe modules import MPI, h5py, rich and matplotlib only where they use them, so
 ``--help``, ``plan`` and ``simulate`` work on a machine without MPI.
@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from . import config, launch, runfile, sim
+from . import config, launch, live, runfile, sim
 from .advisor import advise
 from .faults import parse_inject
 from .job import JobError, load_job
@@ -63,6 +63,10 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--trace", metavar="OUT.json", help="write a Chrome/Perfetto trace")
     rep.add_argument("--plot", metavar="OUT.png", help="write time-split bars and a timeline")
 
+    watch = sub.add_parser("watch", help="follow a running job's live view (RUN.h5 or its "
+                           ".live.jsonl), from any shell that sees the file")
+    watch.add_argument("runfile")
+
     plan = sub.add_parser("plan", help="print which rank runs what (no MPI needed)")
     _job_args(plan)
 
@@ -84,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return {"run": cmd_run, "report": cmd_report, "plan": cmd_plan,
-                "simulate": cmd_simulate}[args.cmd](args)
+                "simulate": cmd_simulate, "watch": cmd_watch}[args.cmd](args)
     except (JobError, ValueError, FileNotFoundError) as exc:
         print(f"streampipe {args.cmd}: error: {exc}", file=sys.stderr)
         return 2
@@ -187,6 +191,20 @@ def cmd_report(args: argparse.Namespace) -> int:
     else:
         print_rich(doc, summary)
     return 0
+
+
+def cmd_watch(args: argparse.Namespace) -> int:
+    """``streampipe watch RUN.h5``: the live table until the run ends (its status sets the
+    exit code: 0 ok, 1 failed)."""
+    path = Path(args.runfile)
+    path = path if path.suffix == ".jsonl" else live.live_path(args.runfile)
+    if not path.exists():
+        print(f"streampipe watch: waiting for {path} ...", file=sys.stderr, flush=True)
+    try:
+        status = live.watch(path)
+    except KeyboardInterrupt:
+        return 130
+    return 0 if status == "ok" else 1
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
