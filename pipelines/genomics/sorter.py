@@ -1,6 +1,9 @@
 """Sort a stream of column chunks by a key column, spilling to disk when memory is bounded.
 
-Items are dicts of equal-length columns.  Rows are buffered until more than
+Items are dicts of equal-length columns; a 2-D column may be narrower in one item than in
+another (reads of a chunk are padded to the chunk's longest): such columns are zero-padded to
+the widest when rows meet, so each needs a length column of its own (``read_len``; a CIGAR ends
+at its first zero).  Rows are buffered until more than
 ``max_rows_in_memory`` are held; then the buffer is sorted and *spilled* as a run (one ``.npy``
 per column).  ``finish`` merges the runs k ways, block by block, so at most about
 ``max_rows_in_memory`` rows are in memory while merging too.
@@ -18,7 +21,7 @@ import numpy as np
 
 from streampipe.stage import Context, Stage
 
-__all__ = ["CoordinateSorter", "sort_order"]
+__all__ = ["CoordinateSorter", "sort_order", "concat_columns"]
 
 _UNMAPPED_LAST = np.iinfo(np.int64).max
 
@@ -27,6 +30,15 @@ def sort_order(key: np.ndarray, tie: np.ndarray) -> np.ndarray:
     """Row order by ``key`` with negative keys (unmapped) last, then by ``tie``."""
     k = np.where(key < 0, _UNMAPPED_LAST, key)
     return np.lexsort((tie, k))
+
+
+def concat_columns(parts: list[np.ndarray]) -> np.ndarray:
+    """Concatenate row blocks of one column, zero-padding 2-D blocks to the widest."""
+    if parts and parts[0].ndim == 2:
+        w = max(p.shape[1] for p in parts)
+        parts = [p if p.shape[1] == w else np.pad(p, ((0, 0), (0, w - p.shape[1])))
+                 for p in parts]
+    return np.concatenate(parts)
 
 
 class _Run:
@@ -45,7 +57,7 @@ class _Run:
 
 
 class CoordinateSorter(Stage):
-    """Sort rows by ``key`` (default ``mapped_pos``; negative = unmapped, sorted last), ties by
+    """Sort rows by ``key`` (default ``coord``; negative = unmapped, sorted last), ties by
     ``tie`` (default ``read_id``).  Yields sorted chunks of ``chunk_rows`` rows in ``finish``.
 
     Params: ``max_rows_in_memory`` (default 1_000_000), ``chunk_rows`` (default 65536),
@@ -58,7 +70,7 @@ class CoordinateSorter(Stage):
         self.ctx = ctx
         p = ctx.params
         where = f"stages.{ctx.stage}.params"
-        self.key = p.get("key", "mapped_pos")
+        self.key = p.get("key", "coord")
         self.tie = p.get("tie", "read_id")
         self.max_rows = int(p.get("max_rows_in_memory", 1_000_000))
         self.chunk_rows = int(p.get("chunk_rows", 65536))
@@ -90,7 +102,7 @@ class CoordinateSorter(Stage):
         return None
 
     def _sorted_buffer(self) -> dict[str, np.ndarray]:
-        cols = {n: np.concatenate([b[n] for b in self.buffer]) for n in self.names or []}
+        cols = {n: concat_columns([b[n] for b in self.buffer]) for n in self.names or []}
         self.buffer, self.buffered = [], 0
         if not cols:
             return {}
@@ -146,11 +158,11 @@ class CoordinateSorter(Stage):
                     len(h[self.key]), bool)
                 out.append({c: a[mask] for c, a in h.items()})
                 keep.append({c: a[~mask] for c, a in h.items()})
-            merged = {c: np.concatenate([o[c] for o in out]) for c in self.names or []}
+            merged = {c: concat_columns([o[c] for o in out]) for c in self.names or []}
             order = sort_order(merged[self.key], merged[self.tie])
             merged = {c: a[order] for c, a in merged.items()}
             if pending is not None:
-                merged = {c: np.concatenate([pending[c], merged[c]]) for c in merged}
+                merged = {c: concat_columns([pending[c], merged[c]]) for c in merged}
             full = len(merged[self.key]) // self.chunk_rows * self.chunk_rows
             if full:
                 yield from self._chunks({c: a[:full] for c, a in merged.items()})

@@ -1,0 +1,199 @@
+"""SAM/BAM out through pysam: the mapper's columns become alignment records.
+
+A BAM is BGZF: a series of independently deflated blocks of at most 64 KiB, which is what lets
+``samtools index`` (``pysam.index``, run by this sink when it finishes) map each genomic window
+to a file offset, and other tools read a region without reading the whole file.  The sink
+writes to ``PATH.tmp`` and renames it when the stream ends, so a failed run leaves no BAM that
+looks whole.
+"""
+
+from __future__ import annotations
+
+import array
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from streampipe import __version__
+from streampipe.stage import Context, Sink
+
+from .reference import Reference, load_reference
+from .seqcodes import revcomp_rows
+from .writer import MappingCounts, MappingResult
+
+__all__ = ["AlignmentWriter", "reverse_rows", "sam_header"]
+
+_TEXT = np.frombuffer(b"ACGTNNN", dtype=np.uint8)  # seqcodes.BASES, total over PAD/EDGE too
+_UNMAPPED_LAST = np.iinfo(np.int64).max
+
+
+def _pysam() -> Any:
+    import pysam  # the genomics built-in's own dependency; the framework never needs it
+
+    return pysam
+
+
+def reverse_rows(x: np.ndarray, lens: np.ndarray) -> np.ndarray:
+    """Each row's first ``lens[i]`` values reversed (qualities of a reverse-strand read)."""
+    n, width = x.shape
+    j = np.arange(width)[None, :]
+    src = np.where(j < lens[:, None], lens[:, None] - 1 - j, j)
+    return x[np.arange(n)[:, None], src]
+
+
+def sam_header(ref: Reference, sorted_: bool) -> dict[str, Any]:
+    """The header dict: @HD with the sort order, one @SQ per contig, @PG."""
+    return {"HD": {"VN": "1.6", "SO": "coordinate" if sorted_ else "unsorted"},
+            "SQ": [{"SN": n, "LN": int(ln)} for n, ln in zip(ref.names, ref.lengths,
+                                                             strict=True)],
+            "PG": [{"ID": "streampipe", "PN": "streampipe", "VN": __version__}]}
+
+
+class AlignmentWriter(Sink):
+    """Write the mapper's chunks as SAM (``path`` ending ``.sam``) or BAM (``.bam``).
+
+    Params: ``path``; ``reference`` (the mapper's, for the header); ``sorted`` (default true:
+    the header says ``SO:coordinate`` and the sink checks that rows arrive in coordinate
+    order, unmapped last, i.e. after the sort stage); ``index`` (default true for BAM: write
+    ``PATH.bai`` at the end; needs ``sorted``); ``threads`` (BGZF compression threads, default
+    1).  Records carry QNAME (``name``, else ``read{read_id}``), FLAG, RNAME, POS, MAPQ,
+    CIGAR, SEQ/QUAL (reverse-complemented for reverse-strand reads, as SAM stores them) and the
+    tags NM, AS and, when a second locus exists, XS.  One sink replica (one file).
+    """
+
+    ctx: Context
+
+    def setup(self, ctx: Context) -> None:
+        self.ctx = ctx
+        p = ctx.params
+        where = f"stages.{ctx.stage}.params"
+        known = {"path", "reference", "sorted", "index", "threads"}
+        unknown = set(p) - known
+        if unknown:
+            raise ValueError(f"{where}: unknown keys {sorted(unknown)} (known: {sorted(known)})")
+        for key in ("path", "reference"):
+            if key not in p:
+                raise ValueError(f"{where}.{key}: required")
+        self.path = Path(p["path"])
+        if self.path.suffix not in (".bam", ".sam"):
+            raise ValueError(f"{where}.path: must end in .bam or .sam, got {str(self.path)!r}")
+        self.bam = self.path.suffix == ".bam"
+        self.sorted = bool(p.get("sorted", True))
+        self.index = bool(p.get("index", self.bam))
+        if self.index and not (self.bam and self.sorted):
+            raise ValueError(f"{where}.index: an index needs a coordinate-sorted BAM "
+                             f"(path ending .bam and sorted = true)")
+        self.threads = int(p.get("threads", 1))
+        if self.threads < 1:
+            raise ValueError(f"{where}.threads: must be >= 1, got {self.threads}")
+        if ctx.replicas != 1:
+            raise ValueError(f"stages.{ctx.stage}.replicas: one SAM/BAM file is written by one "
+                             f"replica, got {ctx.replicas}")
+        self.reference = p["reference"]
+        self.tmp = self.path.with_name(self.path.name + ".tmp")
+        self.file: Any = None
+        self.counts = MappingCounts(ctx.stage)
+        self.last_key = -1
+        self.written: list[str] = []
+
+    def _open(self) -> None:
+        pysam = _pysam()
+        ref = load_reference(self.reference)
+        self.header = pysam.AlignmentHeader.from_dict(sam_header(ref, self.sorted))
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.file = pysam.AlignmentFile(str(self.tmp), "wb" if self.bam else "w",
+                                        header=self.header, threads=self.threads)
+
+    def _check_order(self, coord: np.ndarray) -> None:
+        key = np.where(coord < 0, _UNMAPPED_LAST, coord)
+        prev = np.concatenate([[self.last_key], key[:-1]])
+        bad = np.flatnonzero(key < prev)
+        if len(bad):
+            raise ValueError(f"stage {self.ctx.stage!r}: rows are not in coordinate order (row "
+                             f"{self.counts.rows + int(bad[0])}); put the sort stage first or "
+                             f"set stages.{self.ctx.stage}.params.sorted = false")
+        if len(key):
+            self.last_key = int(key[-1])
+
+    def consume(self, item: dict[str, Any]) -> None:
+        self.counts.add(item)
+        if self.file is None:
+            self._open()
+        cols = {k: np.asarray(v) for k, v in item.items()}
+        if self.sorted:
+            self._check_order(cols["coord"])
+        records = self._records(cols)
+        with self.ctx.io(sum(len(r.query_sequence or "") for r in records) * 2):
+            for r in records:
+                self.file.write(r)
+
+    def _records(self, c: dict[str, np.ndarray]) -> list[Any]:
+        pysam = _pysam()
+        reads = c["reads"]
+        n, width = reads.shape
+        lens = c.get("read_len", np.full(n, width, dtype=np.int32)).astype(np.int64)
+        flag = c["flag"].astype(np.int64)
+        rev = (flag & 16) != 0
+        seq = reads.copy()
+        if rev.any():
+            seq[rev] = revcomp_rows(np, reads[rev], lens[rev])
+        text = _TEXT[seq].tobytes()
+        qual = None
+        if "qual" in c:
+            q = c["qual"].copy()
+            if rev.any():
+                q[rev] = reverse_rows(c["qual"][rev], lens[rev])
+            qual = q.tobytes()
+        names = ([x.decode() for x in c["name"]] if "name" in c
+                 else [f"read{i}" for i in c["read_id"].tolist()])
+        cigar = c["cigar"]
+        tid, pos, mapq = c["tid"].tolist(), c["pos"].tolist(), c["mapq"].tolist()
+        nm, score, score2 = c["nm"].tolist(), c["score"].tolist(), c["score2"].tolist()
+        flags, lens_l = flag.tolist(), lens.tolist()
+        out = []
+        for i in range(n):
+            a = pysam.AlignedSegment(self.header)
+            a.query_name = names[i]
+            a.flag = flags[i]
+            length = lens_l[i]
+            a.query_sequence = text[i * width:i * width + length].decode()
+            if qual is not None:
+                a.query_qualities = array.array("B", qual[i * width:i * width + length])
+            if flags[i] & 4:
+                a.reference_id = -1
+                a.reference_start = -1
+            else:
+                a.reference_id = tid[i]
+                a.reference_start = pos[i]
+                a.mapping_quality = mapq[i]
+                a.cigartuples = [(v & 15, v >> 4) for v in cigar[i].tolist() if v]
+                tags = [("NM", nm[i], "i"), ("AS", score[i], "i")]
+                if score2[i] >= 0:
+                    tags.append(("XS", score2[i], "i"))
+                a.set_tags(tags)
+            out.append(a)
+        return out
+
+    def finish(self) -> None:
+        if self.file is None:
+            self._open()  # an empty stream still gives a valid (empty) file
+        with self.ctx.io(0):
+            self.file.close()
+            self.file = None
+            os.replace(self.tmp, self.path)
+            self.written = [str(self.path)]
+            if self.index:
+                _pysam().index(str(self.path))
+                self.written.append(str(self.path) + ".bai")
+
+    def close(self) -> None:
+        if self.file is not None:  # ended without finish(): drop the partial file
+            self.file.close()
+            self.file = None
+            self.tmp.unlink(missing_ok=True)
+
+    def result(self) -> MappingResult:
+        return self.counts.result(self.written)
+
