@@ -118,12 +118,12 @@ class AlignmentWriter(Sink):
             self.last_key = int(key[-1])
 
     def consume(self, item: dict[str, Any]) -> None:
+        cols = {k: np.asarray(v) for k, v in item.items()}
+        if self.sorted and "coord" in cols:
+            self._check_order(cols["coord"])
         self.counts.add(item)
         if self.file is None:
             self._open()
-        cols = {k: np.asarray(v) for k, v in item.items()}
-        if self.sorted:
-            self._check_order(cols["coord"])
         records = self._records(cols)
         with self.ctx.io(sum(len(r.query_sequence or "") for r in records) * 2):
             for r in records:

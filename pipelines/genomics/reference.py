@@ -127,13 +127,20 @@ def _read_h5(p: Path) -> Reference:
                              f"contigs): {exc}") from exc
 
 
+FASTA_SUFFIXES = (".fa", ".fasta", ".fna")
+
+
+def _is_fasta_name(name: str) -> bool:
+    return name.removesuffix(".gz").endswith(FASTA_SUFFIXES)
+
+
 def load_reference(path: str | os.PathLike[str]) -> Reference:
     """A FASTA file (``.fa``, ``.fasta``, ``.fna``, optionally ``.gz``), a ``reference.h5``, or a
     dataset directory holding one of them."""
     p = Path(path)
     if p.is_dir():
-        found = [p / REFERENCE_H5] + sorted(p.glob("*.fa*")) + sorted(p.glob("*.fna*"))
-        found = [f for f in found if f.exists()]
+        found = [f for f in [p / REFERENCE_H5] + sorted(p.iterdir())
+                 if f.is_file() and (f.name == REFERENCE_H5 or _is_fasta_name(f.name))]
         if not found:
             raise ReferenceError(f"{p}: directory holds no reference.h5 or FASTA file")
         p = found[0]
