@@ -141,6 +141,7 @@ def banded_align(xp: Any, q: Any, qlen: Any, win: Any, band: int, scoring: Scori
     same_len = bool(xp.all(qlen == width))
     gbar = scoring.gap_bar
     late = int(xp.min(qlen)) - gbar  # rows after this may be near some read's end
+    ramp = None if xp is np else xp.arange(nb, dtype=xp.int32)[:, None] * ext
     for i in range(1, width + 1):
         if special:
             s = table[q7[i - 1][None, :] + w32[i - 1:i - 1 + nb]]
@@ -166,11 +167,7 @@ def banded_align(xp: Any, q: Any, qlen: Any, win: Any, band: int, scoring: Scori
             e[:] = NEG
             e_ext[:] = False
         else:
-            for b in range(1, nb):
-                e_open = h0[b - 1] - oe
-                e_cont = e[b - 1] - ext
-                e[b] = xp.maximum(e_open, e_cont)
-                e_ext[b] = e_cont > e_open
+            e, e_ext = _deletions(xp, h0, e, e_ext, oe, ext, ramp)
             if i > late:
                 e = xp.where((i > qlen - gbar)[None, :], NEG, e)
         h = xp.maximum(h0, e)
@@ -189,6 +186,38 @@ def banded_align(xp: Any, q: Any, qlen: Any, win: Any, band: int, scoring: Scori
     pick = xp.argmax(ranked, axis=0)
     score = xp.max(ranked, axis=0)
     return score, order[pick] - band, dirs
+
+
+def _deletions(xp: Any, h0: Any, e: Any, e_ext: Any, oe: int, ext: int, ramp: Any
+               ) -> tuple[Any, Any]:
+    """Row-internal gaps: ``E[b] = max(H0[b-1] - oe, E[b-1] - ext)``, ``E[0] = NEG``.
+
+    (H0, the cell before its own E, suffices: a gap opened right after a gap never beats
+    extending it, as gap_open >= 0.)  NumPy walks the band, one cheap operation per offset;
+    on a GPU that is one launch each, so there the closed form ``E[b] = max_{b'<b}(H0[b'] +
+    ext*b') - oe - ext*(b-1)`` runs as a doubling prefix maximum (log2 of the band in
+    launches).  Both are exact integer maxima: the same numbers.
+    """
+    nb = h0.shape[0]
+    if ramp is None:
+        for b in range(1, nb):
+            e_open = h0[b - 1] - oe
+            e_cont = e[b - 1] - ext
+            e[b] = xp.maximum(e_open, e_cont)
+            e_ext[b] = e_cont > e_open
+        return e, e_ext
+    g = h0 + ramp
+    best = xp.full(h0.shape, NEG, dtype=xp.int32)
+    best[1:] = g[:-1]  # exclusive prefix: offsets before b
+    step = 1
+    while step < nb:
+        best[step:] = xp.maximum(best[step:], best[:-step].copy())
+        step *= 2
+    e = xp.maximum(best - oe - (ramp - ext), NEG)
+    e[0] = NEG
+    e_ext = xp.zeros(h0.shape, dtype=xp.bool_)
+    e_ext[1:] = (e[:-1] - ext) > (h0[:-1] - oe)
+    return e, e_ext
 
 
 def traceback(xp: Any, dirs: Any, q: Any, win: Any, cols: Any, qlen: Any, d_end: Any,
