@@ -1,4 +1,4 @@
-"""SAM/BAM out through pysam: the mapper's columns become alignment records.
+"""SAM/BAM out (pysam's BGZF, index and SAM writer): the mapper's columns become records.
 
 A BAM is BGZF: a series of independently deflated blocks of at most 64 KiB, which is what lets
 ``samtools index`` (``pysam.index``, run by this sink when it finishes) map each genomic window
@@ -19,6 +19,7 @@ import numpy as np
 from streampipe import __version__
 from streampipe.stage import Context, Sink
 
+from .bamcodec import bam_header_bytes, encode_records
 from .reference import Reference, load_reference
 from .seqcodes import revcomp_rows
 from .writer import MappingCounts, MappingResult
@@ -51,16 +52,40 @@ def sam_header(ref: Reference, sorted_: bool) -> dict[str, Any]:
             "PG": [{"ID": "streampipe", "PN": "streampipe", "VN": __version__}]}
 
 
+class _Oriented:
+    """A chunk's reads as SAM stores them: reverse-strand reads reverse-complemented (and
+    their qualities reversed), names (``read{read_id}`` without a ``name`` column), tags."""
+
+    def __init__(self, c: dict[str, np.ndarray]) -> None:
+        reads = c["reads"]
+        n, width = reads.shape
+        self.lens = c.get("read_len", np.full(n, width, dtype=np.int32)).astype(np.int64)
+        self.flag = c["flag"].astype(np.int64)
+        rev = (self.flag & 16) != 0
+        self.seq = reads.copy()
+        self.qual = c["qual"].copy() if "qual" in c else None
+        if rev.any():
+            self.seq[rev] = revcomp_rows(np, reads[rev], self.lens[rev])
+            if self.qual is not None:
+                self.qual[rev] = reverse_rows(c["qual"][rev], self.lens[rev])
+        self.names = (c["name"] if "name" in c else
+                      np.array([b"read%d" % i for i in c["read_id"].tolist()], dtype=bytes))
+        mapped = (self.flag & 4) == 0
+        self.tags = [(b"NM", c["nm"], mapped), (b"AS", c["score"], mapped),
+                     (b"XS", c["score2"], mapped & (c["score2"] >= 0))]
+
+
 class AlignmentWriter(Sink):
     """Write the mapper's chunks as SAM (``path`` ending ``.sam``) or BAM (``.bam``).
 
     Params: ``path``; ``reference`` (the mapper's, for the header); ``sorted`` (default true:
     the header says ``SO:coordinate`` and the sink checks that rows arrive in coordinate
     order, unmapped last, i.e. after the sort stage); ``index`` (default true for BAM: write
-    ``PATH.bai`` at the end; needs ``sorted``); ``threads`` (BGZF compression threads, default
-    1).  Records carry QNAME (``name``, else ``read{read_id}``), FLAG, RNAME, POS, MAPQ,
-    CIGAR, SEQ/QUAL (reverse-complemented for reverse-strand reads, as SAM stores them) and the
-    tags NM, AS and, when a second locus exists, XS.  One sink replica (one file).
+    ``PATH.bai`` at the end; needs ``sorted``).  Records carry QNAME (``name``, else
+    ``read{read_id}``), FLAG, RNAME, POS, MAPQ, CIGAR, SEQ/QUAL (reverse-complemented for
+    reverse-strand reads, as SAM stores them) and the tags NM, AS and, when a second locus
+    exists, XS.  BAM records are encoded a chunk at a time (:mod:`.bamcodec`) and deflated by
+    pysam's BGZFile; SAM text goes through pysam's AlignedSegment.  One sink replica.
     """
 
     ctx: Context
@@ -69,7 +94,7 @@ class AlignmentWriter(Sink):
         self.ctx = ctx
         p = ctx.params
         where = f"stages.{ctx.stage}.params"
-        known = {"path", "reference", "sorted", "index", "threads"}
+        known = {"path", "reference", "sorted", "index"}
         unknown = set(p) - known
         if unknown:
             raise ValueError(f"{where}: unknown keys {sorted(unknown)} (known: {sorted(known)})")
@@ -85,9 +110,6 @@ class AlignmentWriter(Sink):
         if self.index and not (self.bam and self.sorted):
             raise ValueError(f"{where}.index: an index needs a coordinate-sorted BAM "
                              f"(path ending .bam and sorted = true)")
-        self.threads = int(p.get("threads", 1))
-        if self.threads < 1:
-            raise ValueError(f"{where}.threads: must be >= 1, got {self.threads}")
         if ctx.replicas != 1:
             raise ValueError(f"stages.{ctx.stage}.replicas: one SAM/BAM file is written by one "
                              f"replica, got {ctx.replicas}")
@@ -103,8 +125,14 @@ class AlignmentWriter(Sink):
         ref = load_reference(self.reference)
         self.header = pysam.AlignmentHeader.from_dict(sam_header(ref, self.sorted))
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.file = pysam.AlignmentFile(str(self.tmp), "wb" if self.bam else "w",
-                                        header=self.header, threads=self.threads)
+        if self.bam:
+            from pysam.libcbgzf import BGZFile
+
+            self.file = BGZFile(str(self.tmp), "wb")
+            self.file.write(bam_header_bytes(str(self.header), list(ref.names),
+                                             [int(x) for x in ref.lengths]))
+        else:
+            self.file = pysam.AlignmentFile(str(self.tmp), "w", header=self.header)
 
     def _check_order(self, coord: np.ndarray) -> None:
         key = np.where(coord < 0, _UNMAPPED_LAST, coord)
@@ -124,43 +152,37 @@ class AlignmentWriter(Sink):
         self.counts.add(item)
         if self.file is None:
             self._open()
-        records = self._records(cols)
-        with self.ctx.io(sum(len(r.query_sequence or "") for r in records) * 2):
-            for r in records:
-                self.file.write(r)
+        o = _Oriented(cols)
+        if self.bam:
+            data = encode_records(o.names, o.flag, cols["tid"], cols["pos"], cols["mapq"],
+                                  cols["cigar"], o.seq, o.lens, o.qual, o.tags)
+            with self.ctx.io(len(data)):  # BGZF deflate and write
+                self.file.write(data)
+        else:
+            records = self._segments(o, cols)
+            with self.ctx.io(int(o.lens.sum()) * 2):
+                for r in records:
+                    self.file.write(r)
 
-    def _records(self, c: dict[str, np.ndarray]) -> list[Any]:
+    def _segments(self, o: _Oriented, c: dict[str, np.ndarray]) -> list[Any]:
+        """pysam records, one per read (the SAM text path)."""
         pysam = _pysam()
-        reads = c["reads"]
-        n, width = reads.shape
-        lens = c.get("read_len", np.full(n, width, dtype=np.int32)).astype(np.int64)
-        flag = c["flag"].astype(np.int64)
-        rev = (flag & 16) != 0
-        seq = reads.copy()
-        if rev.any():
-            seq[rev] = revcomp_rows(np, reads[rev], lens[rev])
-        text = _TEXT[seq].tobytes()
-        qual = None
-        if "qual" in c:
-            q = c["qual"].copy()
-            if rev.any():
-                q[rev] = reverse_rows(c["qual"][rev], lens[rev])
-            qual = q.tobytes()
-        names = ([x.decode() for x in c["name"]] if "name" in c
-                 else [f"read{i}" for i in c["read_id"].tolist()])
-        cigar = c["cigar"]
+        width = o.seq.shape[1]
+        text = _TEXT[o.seq].tobytes()
+        qual = o.qual.tobytes() if o.qual is not None else None
+        names = [x.decode() for x in o.names]
         tid, pos, mapq = c["tid"].tolist(), c["pos"].tolist(), c["mapq"].tolist()
-        nm, score, score2 = c["nm"].tolist(), c["score"].tolist(), c["score2"].tolist()
-        flags, lens_l = flag.tolist(), lens.tolist()
+        tags = [(t.decode(), v.tolist(), m.tolist()) for t, v, m in o.tags]
+        flags, lens = o.flag.tolist(), o.lens.tolist()
+        cigar = c["cigar"]
         out = []
-        for i in range(n):
+        for i in range(len(flags)):
             a = pysam.AlignedSegment(self.header)
             a.query_name = names[i]
             a.flag = flags[i]
-            length = lens_l[i]
-            a.query_sequence = text[i * width:i * width + length].decode()
+            a.query_sequence = text[i * width:i * width + lens[i]].decode()
             if qual is not None:
-                a.query_qualities = array.array("B", qual[i * width:i * width + length])
+                a.query_qualities = array.array("B", qual[i * width:i * width + lens[i]])
             if flags[i] & 4:
                 a.reference_id = -1
                 a.reference_start = -1
@@ -169,10 +191,7 @@ class AlignmentWriter(Sink):
                 a.reference_start = pos[i]
                 a.mapping_quality = mapq[i]
                 a.cigartuples = [(v & 15, v >> 4) for v in cigar[i].tolist() if v]
-                tags = [("NM", nm[i], "i"), ("AS", score[i], "i")]
-                if score2[i] >= 0:
-                    tags.append(("XS", score2[i], "i"))
-                a.set_tags(tags)
+                a.set_tags([(t, v[i], "i") for t, v, m in tags if m[i]])
             out.append(a)
         return out
 
