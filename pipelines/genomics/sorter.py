@@ -44,14 +44,17 @@ def concat_columns(parts: list[np.ndarray]) -> np.ndarray:
 class _Run:
     """One spilled sorted run, read back block by block through a memory map."""
 
-    def __init__(self, directory: Path, names: list[str]) -> None:
+    def __init__(self, directory: Path, names: list[str], ctx: Context) -> None:
         self.cols = {n: np.load(directory / f"{n}.npy", mmap_mode="r") for n in names}
         self.rows = len(next(iter(self.cols.values())))
         self.pos = 0
+        self.ctx = ctx
 
     def take(self, n: int) -> dict[str, np.ndarray]:
         stop = min(self.pos + n, self.rows)
-        block = {c: np.array(a[self.pos:stop]) for c, a in self.cols.items()}
+        views = {c: a[self.pos:stop] for c, a in self.cols.items()}
+        with self.ctx.io(sum(v.nbytes for v in views.values())):
+            block = {c: np.array(v) for c, v in views.items()}  # the copy is the read
         self.pos = stop
         return block
 
@@ -145,7 +148,7 @@ class CoordinateSorter(Stage):
         A row at or before the smallest last key of the non-exhausted blocks cannot be preceded
         by a row still on disk, so it is safe to emit; the memory bound is ~max_rows_in_memory.
         """
-        runs = [_Run(r, self.names or []) for r in self.runs]
+        runs = [_Run(r, self.names or [], self.ctx) for r in self.runs]
         block = max(1, self.max_rows // len(runs))
         held: list[dict[str, np.ndarray]] = [r.take(block) for r in runs]
         pending: dict[str, np.ndarray] | None = None
