@@ -1,0 +1,172 @@
+"""Where the read-mapping pipeline spends its time: reading, mapping, sorting, writing, on
+compressed (FASTQ.gz -> BAM) and plain (FASTQ -> SAM) files, from the run files' time split
+(``ctx.io`` accounts reads, decompression, spills and writes as I/O), with the report's
+bottleneck and advice and the simulator's replica advice.
+
+    PYTHONPATH=. python benchmarks/genomics_io.py [--reads 100000] [--repeats 3]
+        [--replicas 1,2] [--advise 8] [--json out.json]
+
+Runs alternate over the configurations and repeat; figures are medians (min in brackets).
+The sort stage is a barrier: it emits nothing before its input ends, so the run has a map
+phase (read, map, spill) and a write phase (merge, write); both are shown.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from streampipe.runfile import read
+
+ROOT = Path(__file__).resolve().parent.parent
+JOB = ROOT / "jobs" / "genomics.toml"
+STAGES = ("reads", "map", "sort", "write")
+
+
+def streampipe(*args: str, cwd: Path, timeout: float = 600) -> str:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run([sys.executable, "-m", "streampipe", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+    if done.returncode:
+        raise RuntimeError(f"streampipe {' '.join(args)} failed:\n{done.stderr[-3000:]}")
+    return done.stdout
+
+
+FILES_JOB = """# jobs/genomics.toml's stages on files that exist (no generate)
+[pipeline]
+name = "genomics-files"
+capacity = 8
+ordered = false
+
+[[stages]]
+name = "reads"
+uses = "pipelines.genomics:FastqReads"
+params = {{ path = "{fastq}", chunk_rows = 2048 }}
+
+[[stages]]
+name = "map"
+uses = "pipelines.genomics:Mapper"
+replicas = 2
+params = {{ reference = "{fasta}", k = 15, band = 8 }}
+
+[[stages]]
+name = "sort"
+uses = "pipelines.genomics:CoordinateSorter"
+params = {{ max_rows_in_memory = 30_000, chunk_rows = 2048 }}
+
+[[stages]]
+name = "write"
+uses = "pipelines.genomics:AlignmentWriter"
+params = {{ path = "out/out.bam", reference = "{fasta}" }}
+"""
+
+
+def split(run: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """Seconds per stage (summed over replicas) in each state, and I/O bytes."""
+    out: dict[str, dict[str, float]] = {}
+    for r in run["ranks"]:
+        if r is None:
+            continue
+        s = out.setdefault(r["stage"], {"busy": 0.0, "io": 0.0, "other": 0.0, "starved": 0.0,
+                                        "blocked": 0.0, "io_bytes": 0.0, "replicas": 0})
+        for k in ("busy", "io", "other", "starved", "blocked"):
+            s[k] += float(r["time"].get(k, 0.0))
+        s["io_bytes"] += float(r.get("io_bytes", 0))
+        s["replicas"] += 1
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--reads", type=int, default=100_000)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--replicas", default="1,2", help="map replicas to try")
+    ap.add_argument("--advise", type=int, default=8, help="rank budget for simulate --advise")
+    ap.add_argument("--json")
+    args = ap.parse_args(argv)
+    work = Path(tempfile.mkdtemp(prefix="sp-genomics-io-"))
+    gen = [f"--set=stages.reads.params.generate.n_reads={args.reads}"]
+    streampipe("run", str(JOB), *gen, "--quiet", "--out", "gen.h5", cwd=work)  # simulate once
+    data = work / "out/genomics/data"
+    with gzip.open(data / "reads.fastq.gz", "rb") as src, open(work / "reads.fastq", "wb") as f:
+        shutil.copyfileobj(src, f)
+    sizes = {"reads.fastq.gz": (data / "reads.fastq.gz").stat().st_size,
+             "reads.fastq": (work / "reads.fastq").stat().st_size}
+    fasta = data / "reference.fa"
+    for fq, job in ((data / "reads.fastq.gz", "gz.toml"), (work / "reads.fastq", "plain.toml")):
+        (work / job).write_text(FILES_JOB.format(fastq=fq, fasta=fasta))
+    configs = []
+    for reps in [int(x) for x in args.replicas.split(",")]:
+        configs.append((f"gz->BAM, map x{reps}", reps, "gz.toml", "out.bam"))
+        configs.append((f"plain->SAM, map x{reps}", reps, "plain.toml", "out.sam"))
+    results: dict[str, list[dict]] = {c[0]: [] for c in configs}
+    last_run: dict[str, str] = {}
+    for rep in range(args.repeats):
+        for name, reps, job, out in configs:
+            run_path = f"run-{len(last_run)}-{rep}.h5"
+            streampipe("run", job, f"--set=stages.map.replicas={reps}",
+                       f"--set=stages.write.params.path=out/{out}", "--quiet", "--out",
+                       run_path, cwd=work)
+            run = read(str(work / run_path))
+            t = split(run)
+            t["_wall"] = {"s": float(run["meta"].get("wall_time", 0.0))}
+            t["_out"] = {"bytes": float((work / "out" / out).stat().st_size)}
+            results[name].append(t)
+            last_run[name] = run_path
+
+    print("## Genomics pipeline time split (FASTQ -> map -> sort -> write)\n")
+    print(f"{args.reads:,} reads x 100 bp, 1 Mbp genome (jobs/genomics.toml), 5 ranks on a "
+          f"shared 2-core VM; median (min) of {args.repeats} alternating runs.  Input "
+          f"{sizes['reads.fastq.gz'] / 1e6:.1f} MB gzip / {sizes['reads.fastq'] / 1e6:.1f} MB "
+          f"plain.  Seconds of rank time per stage, summed over its replicas: work (busy; the "
+          f"sort's merge runs in finish() and is counted by the runtime as 'other'), I/O "
+          f"(ctx.io: read + inflate, spill + merge reads, BAM/SAM write + deflate + index).\n")
+    head = ("| config | wall s | read: io / parse | map: work | sort: io / merge | "
+            "write: io / build records | output MB |")
+    print(head)
+    print("|---" * (head.count("|") - 1) + "|")
+
+    def med(name: str, stage: str, key: str) -> str:
+        xs = [r[stage][key] for r in results[name]]
+        return f"{statistics.median(xs):.2f} ({min(xs):.2f})"
+
+    table = {}
+    for name, *_ in configs:
+        rs = results[name]
+        table[name] = {st: {k: statistics.median(r[st][k] for r in rs)
+                            for k in ("busy", "io", "other", "io_bytes")} for st in STAGES}
+        table[name]["wall"] = statistics.median(r["_wall"]["s"] for r in rs)
+        print(f"| {name} | {statistics.median(r['_wall']['s'] for r in rs):.2f} | "
+              f"{med(name, 'reads', 'io')} / {med(name, 'reads', 'busy')} | "
+              f"{med(name, 'map', 'busy')} | {med(name, 'sort', 'io')} / "
+              f"{med(name, 'sort', 'other')} | {med(name, 'write', 'io')} / "
+              f"{med(name, 'write', 'busy')} | {rs[0]['_out']['bytes'] / 1e6:.1f} |")
+    for name in (configs[0][0], configs[-2][0]):
+        print(f"\n### `streampipe report` on the last '{name}' run\n")
+        rep = streampipe("report", last_run[name], cwd=work)
+        print("```\n" + "\n".join(line for line in rep.splitlines()
+                                   if line.startswith(("bottleneck", "advice", "throughput",
+                                                       "stage", "reads", "map", "sort",
+                                                       "write", "---")))
+              + "\n```")
+        print(f"\n`streampipe simulate JOB --from RUN --advise {args.advise}`:\n")
+        job = next(c[2] for c in configs if c[0] == name)
+        sim = streampipe("simulate", job, "--from", last_run[name], "--advise",
+                         str(args.advise), cwd=work)
+        print("```\n" + sim.strip() + "\n```")
+    if args.json:
+        Path(args.json).write_text(json.dumps(table, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
