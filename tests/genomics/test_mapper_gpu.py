@@ -1,6 +1,7 @@
-"""The mapper on the device path (``ctx.xp`` = CuPy) gives the CPU run's integers exactly:
-checked on the strict CuPy stand-in (no implicit host conversions, device arrays only), in
-process and as ``device = "gpu"`` in the shipped job under MPI."""
+"""The mapper on the device path (``ctx.xp`` = CuPy) gives the CPU run's integers exactly, in
+process and as ``device = "gpu"`` in the shipped job under MPI: on the strict CuPy stand-in (no
+implicit host conversions, device arrays only) here, unchanged on a GPU (tests/gpu_harness.py).
+Integer arithmetic only, so exact equality holds on a real GPU too."""
 
 from __future__ import annotations
 
@@ -21,12 +22,22 @@ from pipelines.genomics import (
     simulate_reads,
 )
 from tests.builtin_jobs import run_job
+from tests.gpu_harness import device_session, standin_env
 
-cp = pytest.importorskip("streampipe.cupy_standin",
-                         reason="the strict CuPy stand-in has not landed on this branch")
+pytestmark = pytest.mark.gpu
 
 
-def test_device_mapping_is_bit_exact_with_numpy():
+@pytest.fixture
+def cp():
+    with device_session() as module:
+        yield module
+
+
+def _on_device(cp, x) -> bool:
+    return isinstance(x, cp.ndarray)
+
+
+def test_device_mapping_is_bit_exact_with_numpy(cp):
     g = make_genome(120_000, seed=8, n_repeats=6, copies=3, repeat_len=300, n_contigs=2)
     d = simulate_reads(g, 3000, 100, sub_rate=0.02, indel_rate=0.4, max_indel=3, seed=8)
     d["reads"][::50, 40] = 4  # some N bases: the table-scoring path of the DP
@@ -38,19 +49,20 @@ def test_device_mapping_is_bit_exact_with_numpy():
                     MapParams())
     assert set(dev) == set(cpu)
     for k, v in cpu.items():
-        assert cp.is_device_array(dev[k]), k  # the results stay on the device
+        assert _on_device(cp, dev[k]), k  # the results stay on the device
         np.testing.assert_array_equal(cp.asnumpy(dev[k]), v, err_msg=k)
     assert np.count_nonzero(cpu["flag"] & 4) < 50  # a real mapping, not an empty one
 
 
-def test_genomics_job_with_gpu_mapper_on_the_standin(tmp_path, monkeypatch):
-    monkeypatch.setenv("STREAMPIPE_CUPY_STANDIN", "strict")
-    gen = {"genome_len": 100_000, "n_contigs": 2, "n_reads": 4000, "read_len": 100,
+def test_genomics_job_with_gpu_mapper(tmp_path):
+    gen = {"genome_len": 100_000, "n_contigs": 2, "n_reads": 2000, "read_len": 100,
            "indel_rate": 0.3, "seed": 6}
-    run = run_job("genomics", tmp_path,
-                  *[f"stages.reads.params.generate.{k}={json.dumps(v)}" for k, v in gen.items()],
-                  "stages.reads.params.chunk_rows=1000", "stages.map.replicas=1",
-                  'stages.map.device="gpu"')
+    with standin_env():
+        run = run_job("genomics", tmp_path,
+                      *[f"stages.reads.params.generate.{k}={json.dumps(v)}"
+                        for k, v in gen.items()],
+                      "stages.reads.params.chunk_rows=1000", "stages.map.replicas=1",
+                      'stages.map.device="gpu"')
     data = tmp_path / "out/genomics/data"
     dref = DeviceReference(load_reference(data / "reference.fa"), 15)
     want = {}
@@ -65,4 +77,6 @@ def test_genomics_job_with_gpu_mapper_on_the_standin(tmp_path, monkeypatch):
             got[a.query_name] = (a.flag, a.reference_start, a.mapping_quality,
                                  [tuple(t) for t in a.cigartuples or []])
     assert got == want
-    assert run["meta"]["result"]["rows"] == 4000
+    assert run["meta"]["result"]["rows"] == 2000
+    mapper = next(r for r in run["ranks"] if r["stage"] == "map")
+    assert mapper.get("gpu_peak_bytes", 0) > 0  # the map rank really ran on the device module
