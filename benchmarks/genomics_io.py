@@ -17,6 +17,7 @@ import argparse
 import gzip
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -33,7 +34,7 @@ STAGES = ("reads", "map", "sort", "write")
 
 
 def streampipe(*args: str, cwd: Path, timeout: float = 600) -> str:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "250"}
     done = subprocess.run([sys.executable, "-m", "streampipe", *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=timeout)
     if done.returncode:
@@ -68,6 +69,82 @@ name = "write"
 uses = "pipelines.genomics:AlignmentWriter"
 params = {{ path = "out/out.bam", reference = "{fasta}" }}
 """
+
+
+def cpu_s() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def in_process(data: Path, plain: Path, out: Path) -> dict[str, float]:
+    """CPU seconds of each step in this one process (no ranks, no contention between stages)."""
+    from pysam.libcbgzf import BGZFile
+
+    from pipelines.genomics import (
+        AlignmentWriter,
+        CoordinateSorter,
+        DeviceReference,
+        MapParams,
+        load_reference,
+        map_reads,
+        read_fastq,
+    )
+    from pipelines.genomics.bamcodec import encode_records
+    from streampipe.stage import Context
+
+    t: dict[str, float] = {}
+
+    def clock(name: str, fn):
+        c0 = cpu_s()
+        r = fn()
+        t[name] = cpu_s() - c0
+        return r
+
+    def inflate() -> None:
+        with gzip.open(data / "reads.fastq.gz", "rb") as f:
+            while f.read(1 << 20):
+                pass
+
+    clock("inflate FASTQ.gz", inflate)
+    chunks = clock("read + inflate + parse FASTQ.gz",
+                   lambda: list(read_fastq([data / "reads.fastq.gz"], 2048)))
+    clock("read + parse FASTQ", lambda: list(read_fastq([plain], 2048)))
+    dref = clock("build k-mer index", lambda: DeviceReference(
+        load_reference(data / "reference.fa"), MapParams().k))
+    mapped = clock("map", lambda: [{**c, **map_reads(dref, c["reads"], c["read_len"],
+                                                      MapParams())} for c in chunks])
+
+    def sort() -> list[dict]:
+        s = CoordinateSorter()
+        s.setup(Context(params={"max_rows_in_memory": 30_000, "chunk_rows": 2048}, stage="s"))
+        for m in mapped:
+            s.process(m)
+        return list(s.finish())
+
+    ordered = clock("sort (spill + merge)", sort)
+
+    def write(path: Path) -> None:
+        w = AlignmentWriter()
+        w.setup(Context(params={"path": str(path), "reference": str(data / "reference.fa")},
+                        stage="w"))
+        for c in ordered:
+            w.consume(c)
+        w.finish()
+
+    clock("write BAM (encode + deflate + index)", lambda: write(out / "p.bam"))
+    blobs = clock("  of which: encode records", lambda: [encode_records(
+        c["name"], c["flag"].astype("int64"), c["tid"], c["pos"], c["mapq"], c["cigar"],
+        c["reads"], c["read_len"], c["qual"], []) for c in ordered])
+
+    def deflate() -> None:
+        f = BGZFile(str(out / "raw.bgzf"), "wb")
+        for b in blobs:
+            f.write(b)
+        f.close()
+
+    clock("  of which: BGZF deflate", deflate)
+    clock("write SAM (pysam records)", lambda: write(out / "p.sam"))
+    return t
 
 
 def split(run: dict[str, Any]) -> dict[str, dict[str, float]]:
@@ -112,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     last_run: dict[str, str] = {}
     for rep in range(args.repeats):
         for name, reps, job, out in configs:
-            run_path = f"run-{len(last_run)}-{rep}.h5"
+            run_path = f"run-{name.replace(' ', '').replace(',', '-')}-{rep}.h5"
             streampipe("run", job, f"--set=stages.map.replicas={reps}",
                        f"--set=stages.write.params.path=out/{out}", "--quiet", "--out",
                        run_path, cwd=work)
@@ -123,14 +200,23 @@ def main(argv: list[str] | None = None) -> int:
             results[name].append(t)
             last_run[name] = run_path
 
+    cpu = [in_process(data, work / "reads.fastq", work) for _ in range(args.repeats)]
     print("## Genomics pipeline time split (FASTQ -> map -> sort -> write)\n")
+    print(f"### CPU seconds per step in one process ({args.reads:,} reads; median (min) of "
+          f"{args.repeats}; getrusage)\n")
+    print("| step | CPU s | reads/CPU-s |\n|---|---|---|")
+    for k in cpu[0]:
+        xs = [c[k] for c in cpu]
+        m = statistics.median(xs)
+        print(f"| {k} | {m:.2f} ({min(xs):.2f}) | {args.reads / m:,.0f} |")
+    print("\n### In the pipeline\n")
     print(f"{args.reads:,} reads x 100 bp, 1 Mbp genome (jobs/genomics.toml), 5 ranks on a "
           f"shared 2-core VM; median (min) of {args.repeats} alternating runs.  Input "
           f"{sizes['reads.fastq.gz'] / 1e6:.1f} MB gzip / {sizes['reads.fastq'] / 1e6:.1f} MB "
           f"plain.  Seconds of rank time per stage, summed over its replicas: work (busy; the "
           f"sort's merge runs in finish() and is counted by the runtime as 'other'), I/O "
           f"(ctx.io: read + inflate, spill + merge reads, BAM/SAM write + deflate + index).\n")
-    head = ("| config | wall s | read: io / parse | map: work | sort: io / merge | "
+    head = ("| config | wall s | read: io / parse | map: work | sort: io / merge+other | "
             "write: io / build records | output MB |")
     print(head)
     print("|---" * (head.count("|") - 1) + "|")

@@ -204,8 +204,8 @@ def main(argv: list[str] | None = None) -> int:
     print("\nMAPQ:\n")
     print(table(mapq_rows, ["mapper", "MAPQ 0 inside repeats", "MAPQ >= 30 on unique",
                             "wrong unique with MAPQ >= 30"]))
-    print(f"\nBAM via CoordinateSorter + AlignmentWriter ({write_cpu:.2f} CPU s to write and "
-          f"index), read back with pysam {pysam.__version__}: {bam_ok}")
+    print(f"\nBAM via CoordinateSorter + AlignmentWriter ({write_cpu:.2f} CPU s to merge, write "
+          f"and index), read back with pysam {pysam.__version__}: {bam_ok}")
     if args.json:
         Path(args.json).write_text(json.dumps({
             "reads": n, "ours_cpu_s": ours_cpu, "ours_wall_s": ours_wall, "mm2_cpu_s": mm2_cpu,
