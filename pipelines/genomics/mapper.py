@@ -59,7 +59,7 @@ class MapParams:
     """Mapper settings (the stage's params of the same names)."""
 
     k: int = 15
-    step: int = 8
+    step: int = 0  # 0: k // 2
     band: int = 8
     max_hits: int = 64
     max_candidates: int = 8
@@ -67,6 +67,8 @@ class MapParams:
     scoring: Scoring = field(default_factory=Scoring)
 
     def __post_init__(self) -> None:
+        if self.step == 0:
+            object.__setattr__(self, "step", max(1, self.k // 2))
         for name in ("step", "band", "max_hits", "max_candidates"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
@@ -266,7 +268,6 @@ def map_params(params: dict[str, Any], where: str) -> MapParams:
     try:
         scoring = Scoring(**params.get("scoring", {}))
         kw = {key: params[key] for key in known - {"scoring"} if key in params}
-        kw.setdefault("step", max(1, int(kw.get("k", MapParams.k)) // 2))
         return MapParams(scoring=scoring, **kw)
     except TypeError as exc:
         raise ValueError(f"{where}.scoring: {exc}") from None
