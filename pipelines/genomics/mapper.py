@@ -51,6 +51,7 @@ from .seqcodes import revcomp_rows
 __all__ = ["MapParams", "map_reads", "Mapper", "DeviceReference"]
 
 MAPQ_MAX = 60
+MAX_READ_LEN = 1000  # the DP holds (read length x band x candidates) direction bytes
 MAPQ_PER_MATCH = 6
 
 
@@ -282,9 +283,10 @@ class Mapper(Stage):
     Params: ``reference`` (FASTA, reference.h5, or a dataset directory), and the
     :class:`MapParams` fields ``k`` (15), ``step`` (k // 2), ``band`` (8), ``max_hits`` (64),
     ``max_candidates`` (8), ``min_score`` (0.5), ``scoring = {match, mismatch, gap_open,
-    gap_extend, n_penalty}``.  Runs on ``ctx.xp``: with ``device = "gpu"`` the index, the
-    seeds, the DP and the traceback are on the GPU.  When the reference does not exist yet
-    (the source generates it), the index is built on the first item.
+    gap_extend, n_penalty, gap_bar}``; ``max_read_len`` (1000: longer reads are refused).
+    Runs on ``ctx.xp``: with ``device = "gpu"`` the index, the seeds, the DP and the traceback
+    are on the GPU.  When the reference does not exist yet (the source generates it), the
+    index is built on the first item.
     """
 
     ctx: Context
@@ -294,7 +296,7 @@ class Mapper(Stage):
         p = ctx.params
         self.where = f"stages.{ctx.stage}.params"
         known = {"reference", "k", "step", "band", "max_hits", "max_candidates", "min_score",
-                 "scoring"}
+                 "scoring", "max_read_len"}
         unknown = set(p) - known
         if unknown:
             raise ValueError(f"{self.where}: unknown keys {sorted(unknown)} "
@@ -303,7 +305,9 @@ class Mapper(Stage):
             raise ValueError(f"{self.where}.reference: required (FASTA, reference.h5 or the "
                              "dataset directory)")
         self.reference = p["reference"]
-        self.params = map_params(p, self.where)
+        self.max_read_len = int(p.get("max_read_len", MAX_READ_LEN))
+        self.params = map_params({k: v for k, v in p.items() if k != "max_read_len"},
+                                 self.where)
         self.dref: DeviceReference | None = None
         if Path(self.reference).exists():
             self._build()
@@ -319,6 +323,11 @@ class Mapper(Stage):
         if reads.ndim != 2 or reads.dtype != np.uint8:
             raise ValueError(f"item reads: need a uint8 (n, L) array, got {reads.dtype}"
                              f"{reads.shape}")
+        if reads.shape[1] > self.max_read_len:
+            raise ValueError(f"{self.where}.max_read_len: a chunk holds reads of up to "
+                             f"{reads.shape[1]} bases, more than {self.max_read_len}: this is a "
+                             "short-read mapper (end-to-end alignment in a band of "
+                             f"{self.params.band}); raise the limit only for reads that fit it")
         lens = item.get("read_len")
         if lens is None:
             lens = xp.full(reads.shape[0], reads.shape[1], dtype=xp.int32)

@@ -262,3 +262,18 @@ def test_params_errors_name_the_field():
         map_params({"k": 40}, "stages.map.params")
     with pytest.raises(ValueError, match=r"stages.map.params.scoring: .*unexpected keyword"):
         map_params({"scoring": {"mismatchh": 3}}, "stages.map.params")
+
+
+def test_the_stage_refuses_long_reads_and_unknown_params(tmp_path):
+    from pipelines.genomics import Mapper, write_fasta
+    from streampipe.stage import Context
+
+    write_fasta(tmp_path / "r.fa", ["c"], [np.zeros(5000, np.uint8)])
+    m = Mapper()
+    m.setup(Context(params={"reference": str(tmp_path / "r.fa"), "max_read_len": 150},
+                    stage="map"))
+    with pytest.raises(ValueError, match=r"stages.map.params.max_read_len: a chunk holds reads "
+                                         r"of up to 151 bases, more than 150"):
+        m.process({"reads": np.zeros((2, 151), np.uint8)})
+    with pytest.raises(ValueError, match=r"stages.map.params: unknown keys \['kk'\]"):
+        Mapper().setup(Context(params={"reference": "r.fa", "kk": 3}, stage="map"))
