@@ -56,7 +56,7 @@ params = {{ path = "{fastq}", chunk_rows = 2048 }}
 [[stages]]
 name = "map"
 uses = "pipelines.genomics:Mapper"
-replicas = 2
+replicas = {replicas}
 params = {{ reference = "{fasta}", k = 15, band = 8 }}
 
 [[stages]]
@@ -179,20 +179,20 @@ def main(argv: list[str] | None = None) -> int:
     sizes = {"reads.fastq.gz": (data / "reads.fastq.gz").stat().st_size,
              "reads.fastq": (work / "reads.fastq").stat().st_size}
     fasta = data / "reference.fa"
-    for fq, job in ((data / "reads.fastq.gz", "gz.toml"), (work / "reads.fastq", "plain.toml")):
-        (work / job).write_text(FILES_JOB.format(fastq=fq, fasta=fasta))
     configs = []
     for reps in [int(x) for x in args.replicas.split(",")]:
-        configs.append((f"gz->BAM, map x{reps}", reps, "gz.toml", "out.bam"))
-        configs.append((f"plain->SAM, map x{reps}", reps, "plain.toml", "out.sam"))
+        for kind, fq, out in (("gz->BAM", data / "reads.fastq.gz", "out.bam"),
+                              ("plain->SAM", work / "reads.fastq", "out.sam")):
+            job = f"{kind[:2]}-{reps}.toml"  # the replicas in the file: simulate reads them
+            (work / job).write_text(FILES_JOB.format(fastq=fq, fasta=fasta, replicas=reps))
+            configs.append((f"{kind}, map x{reps}", reps, job, out))
     results: dict[str, list[dict]] = {c[0]: [] for c in configs}
     last_run: dict[str, str] = {}
     for rep in range(args.repeats):
-        for name, reps, job, out in configs:
+        for name, _, job, out in configs:
             run_path = f"run-{name.replace(' ', '').replace(',', '-')}-{rep}.h5"
-            streampipe("run", job, f"--set=stages.map.replicas={reps}",
-                       f"--set=stages.write.params.path=out/{out}", "--quiet", "--out",
-                       run_path, cwd=work)
+            streampipe("run", job, f"--set=stages.write.params.path=out/{out}", "--quiet",
+                       "--out", run_path, cwd=work)
             run = read(str(work / run_path))
             t = split(run)
             t["_wall"] = {"s": float(run["meta"].get("wall_time", 0.0))}
@@ -239,11 +239,14 @@ def main(argv: list[str] | None = None) -> int:
     for name in (configs[0][0], configs[-2][0]):
         print(f"\n### `streampipe report` on the last '{name}' run\n")
         rep = streampipe("report", last_run[name], cwd=work)
-        print("```\n" + "\n".join(line for line in rep.splitlines()
-                                   if line.startswith(("bottleneck", "advice", "throughput",
-                                                       "stage", "reads", "map", "sort",
-                                                       "write", "---")))
-              + "\n```")
+        kept: list[str] = []
+        for line in rep.splitlines():
+            if line.startswith(("bottleneck", "advice", "throughput", "stage", "reads", "map",
+                                "sort", "write", "---")):
+                kept.append(line)
+            elif kept and kept[-1].startswith("advice") and line and line[0].islower():
+                kept[-1] += line  # the report wraps long advice lines
+        print("```\n" + "\n".join(kept) + "\n```")
         print(f"\n`streampipe simulate JOB --from RUN --advise {args.advise}`:\n")
         job = next(c[2] for c in configs if c[0] == name)
         sim = streampipe("simulate", job, "--from", last_run[name], "--advise",
