@@ -179,7 +179,10 @@ def bs_pnl(xp: Any, levels: Any, factor: Any, strike: Any, expiry: Any, vol: Any
         out = xp.empty((m, n), dtype=xp.float64)
         return _bs_pnl_kernel(xp)(levels, np.int32(levels.shape[1]), np.int32(n), factor,
                                   strike, expiry, vol, rate, is_call, quantity, base, out)
-    price = bs_price(np, levels[:, factor], strike, expiry, vol, rate, is_call)
+    # C order: a gather along axis 1 comes out in F order, and NumPy sums rows of an F-order
+    # matrix in another order than rows of a C-order one (or one row alone)
+    lv = np.ascontiguousarray(levels[:, factor])
+    price = bs_price(np, lv, strike, expiry, vol, rate, is_call)
     return quantity * (price - base)
 
 

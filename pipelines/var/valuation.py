@@ -93,14 +93,20 @@ def revalue(pf: Portfolio, shocks: Any, xp: Any = np, book: DeviceBook | None = 
     pnl = None
     if b.has_linear:
         g = xp.expm1(r) if b.log else r
-        pnl = (g * b.lin_weight).sum(axis=1)
+        pnl = _row_sums(xp, g * b.lin_weight)
     if b.n_options:
         levels = b.spots * (xp.exp(r) if b.log else xp.maximum(1.0 + r, 0.0))
         value = bs_pnl(xp, levels, b.factor, b.strike, b.expiry, b.vol, b.rate, b.call,
                        b.quantity, b.base)
-        opt = value.sum(axis=1)
+        opt = _row_sums(xp, value)
         pnl = opt if pnl is None else pnl + opt
     return pnl if pnl is not None else xp.zeros(r.shape[0])
+
+
+def _row_sums(xp: Any, a: Any) -> Any:
+    """Row sums in an order that depends only on the row (C order: NumPy sums each row
+    pairwise, whatever the number of rows; an F-order matrix would be summed column by column)."""
+    return xp.ascontiguousarray(a).sum(axis=1)
 
 
 def pnl_tolerance(pf: Portfolio, shocks: np.ndarray) -> np.ndarray:

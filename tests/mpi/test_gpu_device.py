@@ -269,6 +269,18 @@ def test_gpu_stage_kernel_time_is_in_the_rank_stats(gpu_middle_run):
         device = WORK_ITEMS * (3 * WORK_REPS) * KERNEL_US * 1e-6
         assert device <= kernel <= device * 1.6
     assert 0 < kernel <= work["elapsed"]
+    # the report shows it, and the simulator's service times include the kernels
+    from streampipe.report import short_text, summarize
+    from streampipe.sim import times_from_run
+
+    plan = run["meta"]["plan"]
+    row = summarize(plan, run["ranks"])["double"]["gpu"]
+    assert row["kernel_s"] == kernel and row["items_timed"] == WORK_ITEMS
+    assert row["peak_bytes"] == work["gpu_peak_bytes"]
+    text = short_text(plan, summarize(plan, run["ranks"]), run["ranks"])
+    assert "gpu: stage 'double': peak" in text and "ms/item" in text
+    service = times_from_run(run)["double"].samples
+    assert service.mean() >= 0.8 * kernel / WORK_ITEMS
 
 
 @pytest.mark.mpi

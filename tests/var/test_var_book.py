@@ -123,6 +123,20 @@ def test_bad_hdf5_and_table_errors(tmp_path):
         load_portfolio(p)
 
 
+def test_a_scenario_s_pnl_does_not_depend_on_its_pass(tmp_path):
+    """With hundreds of options the row sums are pairwise: valued alone, in a small pass or a
+    whole batch, a scenario's P&L is the same bit for bit (CPU)."""
+    pf = book_portfolio(tmp_path, "generate = { positions = 2_000, option_fraction = 0.3 }")
+    shocks = np.random.default_rng(2).standard_normal((400, 3)) * 0.02
+    whole = stage(Valuation, portfolio=str(pf))
+    small = stage(Valuation, portfolio=str(pf), gpu_memory_budget=1_000_000)
+    assert 1 < small.rows_per_pass(400) < 50
+    ref = whole.value(shocks)
+    np.testing.assert_array_equal(small.value(shocks), ref)
+    for i in (0, 123, 399):
+        np.testing.assert_array_equal(whole.value(shocks[i:i + 1]), ref[i:i + 1])
+
+
 def test_valuation_launches_do_not_grow_with_the_book(tmp_path):
     """One launch per pass for all options: the kernel count is the same for 100 and for
     10,000 options (the old loop launched three per position)."""
