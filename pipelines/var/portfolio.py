@@ -235,9 +235,7 @@ def _book(doc: dict[str, Any], v: _Validator, names: tuple[str, ...], spots: np.
           base_dir: Path) -> dict[str, Any]:
     """Positions from ``[book] file = ...`` or ``[book] generate = {...}``."""
     book = v.table(doc, "book", required=True)
-    v.unknown(book, {"file", "generate"}, "book.")
-    if ("file" in book) == ("generate" in book):
-        v.fail("book", "give exactly one of file = \"positions.csv\" and generate = {...}")
+    v.exactly_one(book, "book", {"file": 'file = "positions.csv"', "generate": "generate = {...}"})
     if "file" in book:
         f = book["file"]
         if not isinstance(f, str) or not f:
@@ -337,9 +335,7 @@ def _covariance(doc: dict[str, Any], v: _Validator, n: int, vols: np.ndarray | N
             "correlation", "missing: several factors need [correlation] matrix (or [covariance])"
         )
     table = v.table(doc, "correlation", required=True)
-    v.unknown(table, {"matrix", "uniform"}, "correlation.")
-    if ("matrix" in table) == ("uniform" in table):
-        v.fail("correlation", "give exactly one of matrix = [[...]] and uniform = rho")
+    v.exactly_one(table, "correlation", {"matrix": "matrix = [[...]]", "uniform": "uniform = rho"})
     if "uniform" in table:
         rho = table["uniform"]
         low = -1.0 / (n - 1) if n > 1 else -1.0
@@ -372,6 +368,12 @@ class _Validator:
         extra = sorted(set(table) - known)
         if extra:
             self.fail(where + extra[0], f"unknown key (known: {', '.join(sorted(known))})")
+
+    def exactly_one(self, table: dict[str, Any], where: str, keys: dict[str, str]) -> None:
+        """``table`` holds exactly one of ``keys`` (key -> how to write it) and nothing else."""
+        self.unknown(table, set(keys), where + ".")
+        if sum(k in table for k in keys) != 1:
+            self.fail(where, f"give exactly one of {' and '.join(keys.values())}")
 
     def table(self, doc: dict[str, Any], key: str, required: bool) -> dict[str, Any]:
         t = doc.get(key)
