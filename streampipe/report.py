@@ -98,6 +98,7 @@ def summarize(plan: Plan, ranks: Ranks) -> dict[str, StageRow]:
                 agg = edges.setdefault(name, {"L": 0.0, "peak": 0})
                 agg["L"] += e["area"] / window
                 agg["peak"] = max(agg["peak"], e["peak"])
+        gpu = _gpu_row(members, roots, items)
         out[st.name] = StageRow(
             kind=st.kind, replicas=st.replicas, group=st.group, capacity=st.capacity,
             items=items, items_out=int(sum(d["items_out"] for d in roots)), events=int(n_ev),
@@ -109,9 +110,26 @@ def summarize(plan: Plan, ranks: Ranks) -> dict[str, StageRow]:
             queue_L=Lq, queue_W=waiting, queue_residual=_residual(Lq, lam, waiting),
             held_peak=int(max(d["held_peak"] for d in roots)),
             io_bytes=int(sum(d.get("io_bytes", 0) for d in members)), edges=edges,
+            extra={"gpu": gpu} if gpu is not None else {},
             **{s: float(np.mean([d["time"][s] / max(d["elapsed"], 1e-12) for d in members]))
                for s in STATES})
     return out
+
+
+def _gpu_row(members: list[dict], roots: list[dict], items: int) -> dict[str, Any] | None:
+    """A GPU stage's device figures from its ranks' ``gpu_*`` stats (docs/gpu.md), else None:
+    peak device memory of its busiest rank, CUDA-event kernel time, and that time's share of
+    the stage's busy time."""
+    if not any("gpu_peak_bytes" in d or "gpu_kernel_s" in d for d in members):
+        return None
+    kernel = float(sum(d.get("gpu_kernel_s", 0.0) for d in roots))
+    timed = int(sum(d.get("gpu_items_timed", 0) for d in roots))
+    busy = float(sum(d["time"]["busy"] for d in roots))
+    return {"peak_bytes": int(max(d.get("gpu_peak_bytes", 0) for d in members)),
+            "kernel_s": kernel, "items_timed": timed,
+            "kernel_per_item": kernel / timed if timed else 0.0,
+            "kernel_of_busy": kernel / busy if busy > 0 else 0.0,
+            "sync_s": float(sum(d.get("gpu_sync_s", 0.0) for d in roots))}
 
 
 # ----------------------------------------------------------------------------- pipeline view

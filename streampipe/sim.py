@@ -223,8 +223,11 @@ def times_from_run(run: str | RunData, kind: str = "trace") -> dict[str, Dist]:
         parts = []
         for d in roots:
             ev = as_events(d["events"])
-            # time the rank spent moving data (pickling, copies, rendezvous) also occupies it
-            xfer = d.get("time", {}).get("transfer", 0.0) / max(len(ev), 1)
+            # time the rank spent moving data (pickling, copies, rendezvous) also occupies it,
+            # and so does a GPU stage's wait for its kernels when it fell outside the item's
+            # events (gpu_sync_lazy_s, docs/gpu.md)
+            xfer = (d.get("time", {}).get("transfer", 0.0)
+                    + d.get("gpu_sync_lazy_s", 0.0)) / max(len(ev), 1)
             parts.append((ev[:, SEQ], ev[:, T_END] - ev[:, T_START] + xfer))
         if not parts:
             continue

@@ -52,9 +52,21 @@ def _conclusions(doc: dict) -> list[str]:
                      f"{1e3 * e2e['W']:.1f} ms, |L-λW|/L {e2e['little_residual']:.3f}; "
                      f"throughput saturates at ~{e2e['saturation_in_flight']:.1f} in flight")
     lines += [f"advice: {a['text']}" for a in doc["advice"]]
+    lines += _gpu_lines(doc["stages"])
     if doc.get("per_host") and len(doc["per_host"]["hosts"]) > 1:
         lines += _host_lines(doc["per_host"])
     return lines
+
+
+def _gpu_lines(stages: list[dict[str, Any]]) -> list[str]:
+    out = []
+    for st in stages:
+        g = st.get("gpu")
+        if g:
+            out.append(f"gpu: stage {st['name']!r}: peak {g['peak_bytes'] / 2**20:.1f} MiB device "
+                       f"memory, kernels {1e3 * g['kernel_per_item']:.3f} ms/item "
+                       f"({100 * g['kernel_of_busy']:.0f}% of its busy time)")
+    return out
 
 
 def short_text(plan: Plan, summary: dict[str, StageRow],
