@@ -33,6 +33,7 @@ import numpy as np
 
 from . import metrics as M
 from .channel import ITEM, InPort, OutPort
+from .events import T_SENT, T_START, as_events
 from .runfile import versions, write
 from .schedule import Action, format_grid, simulate
 from .summary import StageRow
@@ -486,7 +487,7 @@ class _Session:
         states = self._states()
         rec.close()
         d = rec.dump()
-        ev = np.asarray(ex.events, dtype=np.float64).reshape(-1, 5)
+        ev = as_events(ex.events)
         d.update(
             events=ev, rank=self.rank, stage=self.topo.rank_name(self.rank), stage_index=0,
             replica=0, group_rank=0, host=self.host, items_in=ex.n_f, items_out=ex.n_b,
@@ -582,9 +583,9 @@ def _summary(ranks: list[dict]) -> dict[str, StageRow]:
         el = max(d["elapsed"], 1e-12)
         ev = d["events"]
         items = int(d["items_in"])
-        window = float(ev[:, 4].max() - ev[:, 2].min()) if len(ev) else el
+        window = float(ev[:, T_SENT].max() - ev[:, T_START].min()) if len(ev) else el
         window = max(window, 1e-12)
-        W = float(np.mean(ev[:, 4] - ev[:, 2])) if len(ev) else 0.0
+        W = float(np.mean(ev[:, T_SENT] - ev[:, T_START])) if len(ev) else 0.0
         lam = items / window
         L = d["held_area"] / window
         busy_t = d["time"]["busy"]
