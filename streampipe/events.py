@@ -39,7 +39,7 @@ def as_events(a: Any) -> np.ndarray:
 def on_wall(d: dict[str, Any]) -> np.ndarray:
     """A rank's events (a new array) with the stamps moved onto the shared wall clock: each
     rank's ``wall0`` plus its rank-local stamps (see docs/diagnostics.md, Clocks)."""
-    ev = as_events(d["events"]).copy()
+    ev = as_events(d.get("events", ())).copy()  # a reduced record (no events): none
     ev[:, STAMPS] += d["wall0"]
     return ev
 

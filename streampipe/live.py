@@ -119,10 +119,8 @@ class LiveCollector:
             self.out.write(json.dumps(rec, allow_nan=False) + "\n")
             self.out.flush()
 
-    def close(self, status: str, wall: float) -> None:
-        """The last record, then an end marker :func:`watch` stops at."""
-        if self.latest:
-            self.emit(wall)
+    def end(self, status: str, wall: float) -> None:
+        """The end marker :func:`watch` stops at (after the run file is written)."""
         self._write({"t": round(wall - self.t0, 3), "end": True, "status": status})
         if self.out is not None:
             self.out.close()

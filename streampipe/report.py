@@ -54,7 +54,7 @@ def reduce_events(d: dict) -> dict[str, float]:
     the stage and time queued. A rank may send this instead of its events (``d["reduced"]``)."""
     if "reduced" in d:
         return d["reduced"]
-    ev = as_events(d["events"])
+    ev = as_events(d.get("events", ()))
     if not len(ev):
         return {"n": 0}
     w = d["wall0"]
