@@ -185,7 +185,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     if args.trace:
         write_trace(args.trace, plan, ranks)
     if args.plot:
-        write_plot(args.plot, plan, ranks, doc)
+        write_plot(args.plot, plan, ranks, doc, run.get("live"))
     if args.json:
         print(json.dumps(doc, indent=1, allow_nan=False))
     else:
