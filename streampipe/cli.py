@@ -11,6 +11,7 @@ import json
 import os
 import pprint
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -118,15 +119,35 @@ def cmd_run(args: argparse.Namespace) -> int:
         argv.append("--quiet")
     n_ranks = train_ranks(spec) if spec.train is not None else spec.ranks
     launch.check_ranks(n_ranks, args.max_ranks)
-    if sys.stderr.isatty() and not args.quiet:
-        os.environ["STREAMPIPE_PROGRESS"] = "1"  # inherited by the ranks, whose stderr is a pipe
-    rc = launch.launch(n_ranks, argv, args.mpiexec_arg)
+    live.live_path(out).unlink(missing_ok=True)  # a watcher must not show an earlier run's
+    if sys.stdout.isatty() and not args.quiet and spec.train is None:
+        rc = _launch_live(n_ranks, argv, args.mpiexec_arg, out)
+    else:
+        rc = launch.launch(n_ranks, argv, args.mpiexec_arg)
     if rc == 0 and not _run_ok(out):
         # mpiexec can return 0 when a rank vanished without finalizing (MPI-NOTES.md)
         print(f"streampipe run: mpiexec returned 0 but the run file {out} does not say the run "
               "finished; treating the run as failed", file=sys.stderr)
         return 1
     return rc
+
+
+def _launch_live(n: int, argv: list[str], extra: list[str], out: str) -> int:
+    """``launch`` with the live table on this terminal (``streampipe watch`` in a thread); the
+    ranks' output is printed above it."""
+    from rich.console import Console
+
+    console = Console()
+    done = threading.Event()
+    watcher = threading.Thread(target=live.watch, args=(live.live_path(out),),
+                               kwargs={"stop": done.is_set, "console": console}, daemon=True)
+    watcher.start()
+    try:
+        return launch.launch(n, argv, extra, on_line=lambda text: console.print(
+            text, end="", markup=False, highlight=False, soft_wrap=True))
+    finally:
+        done.set()
+        watcher.join(5)
 
 
 def _run_ok(path: str) -> bool:
@@ -154,6 +175,10 @@ def _run_here(args: argparse.Namespace, faults: list, start_seq: int, state: obj
         return 2
     out = args.out or comm.bcast(runfile.default_path(spec.name) if comm.Get_rank() == 0
                                  else None)
+    if comm.Get_rank() == 0:
+        # no rank can finish (and write its shard) before rank 0 has taken part in the run's
+        # start-up collectives, so this runs first: nothing of an earlier run gets linked
+        runfile.clear_shards(out)
     opts = RunOptions(out=out, faults=faults, start_seq=start_seq, resume_state=state,
                       quiet=args.quiet, progress=bool(config.from_env("progress")))
     if spec.train is not None:

@@ -12,6 +12,8 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -151,12 +153,23 @@ def check_ranks(n: int, allowed: int | None = None) -> None:
                          f"or allow it with --max-ranks {n} (or STREAMPIPE_MAX_RANKS={n})")
 
 
-def launch(n: int, argv: list[str], extra: list[str] | None = None) -> int:
-    """Run ``argv`` under ``mpiexec -n n`` and return its exit code."""
+def launch(n: int, argv: list[str], extra: list[str] | None = None,
+           on_line: Callable[[str], None] | None = None) -> int:
+    """Run ``argv`` under ``mpiexec -n n`` and return its exit code. With ``on_line`` the ranks'
+    stdout and stderr come line by line through it (the live table owns the terminal)."""
     cmd = mpiexec_command(n, argv, extra)
-    proc = subprocess.Popen(cmd)
+    if on_line is None:
+        proc = subprocess.Popen(cmd)
+    else:
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                text=True, bufsize=1)
+        reader = threading.Thread(target=lambda: [on_line(x) for x in proc.stdout], daemon=True)
+        reader.start()
     try:
-        return proc.wait()
+        rc = proc.wait()
+        if on_line is not None:
+            reader.join(10)
+        return rc
     except KeyboardInterrupt:
         proc.terminate()
         try:

@@ -71,6 +71,15 @@ def shard_dir(path: str) -> Path:
     return p.with_name(p.name + ".ranks")
 
 
+def clear_shards(path: str) -> None:
+    """Remove the shards of an earlier run with the same run file (called before any rank
+    writes: a stale shard of a rank that fails to write its own would be linked instead)."""
+    d = shard_dir(path)
+    if d.is_dir():
+        for f in d.glob("rank-*.h5*"):
+            f.unlink(missing_ok=True)
+
+
 def shard_path(path: str, rank: int) -> Path:
     return shard_dir(path) / f"rank-{rank:05d}.h5"
 
