@@ -15,7 +15,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipelines.split_learning import checkpoint
 from pipelines.split_learning.dcor import dcor2_u
 from pipelines.split_learning.splitnn import (
     evaluate_clients,
@@ -25,6 +24,7 @@ from pipelines.split_learning.splitnn import (
 )
 from streampipe.runfile import read
 from streampipe.schedule import simulate
+from streampipe.train import checkpoint
 from tests.mpiutil import streampipe
 
 pytestmark = pytest.mark.mpi
@@ -37,7 +37,8 @@ MODEL = [{"type": "linear", "in": 64, "out": 24}, {"type": "relu"},
 
 def _toml(train: dict) -> str:
     """A [train] job file (json literals are valid TOML for these strings, numbers, lists)."""
-    lines = ["[pipeline]", 'name = "train-test"', "", "[train]"]
+    lines = ["[pipeline]", 'name = "train-test"', "", "[train]",
+             'uses = "pipelines.split_learning:SplitLearning"']
     tables = {k: v for k, v in train.items() if isinstance(v, dict)}
     for k, v in train.items():
         if k != "model" and k not in tables:
@@ -75,7 +76,7 @@ def _max_diff(path: str, state: dict) -> float:
     for name, (stage, _) in state.items():
         for k, layer in enumerate(stage.layers):
             for pname, p in zip(("weight", "bias"), layer.params, strict=False):
-                worst = max(worst, float(np.abs(saved[name]["layers"][k][pname] - p).max()))
+                worst = max(worst, float(np.abs(saved[name]["layers"][str(k)][pname] - p).max()))
     return worst
 
 
@@ -102,10 +103,10 @@ def test_pipelined_equals_serial(tmp_path, schedule, clients, u_shape, cuts):
     assert _max_diff(ckpt, state) <= 1e-10
     # peak live microbatches per stage rank = the schedule's own dry-run count
     # (GPipe m on every stage; 1F1B min(m, P - s)), measured from the layers' saved inputs
-    topo = cfg.topology
+    topo = cfg.layout()
     sim = simulate(topo.template)
     for s in topo.server_stages:
-        r = topo.owner(0)[s]
+        r = topo.route(0)[s][0]
         assert run["ranks"][r]["peak_live"] == sim.peak_activations[s]
     if not u_shape and clients == 1:
         assert run["ranks"][0]["peak_live"] == sim.peak_activations[0]
@@ -128,32 +129,36 @@ def test_job_accuracy_wire_audit_and_dcor(tmp_path):
     # seed 0 gives 96.7% and 97.8%; a rounding-level change cannot move 2 clients below 95%
     assert min(res["accuracy"]) >= 0.95, res["accuracy"]
 
-    cfg = parse_train({**table, "checkpoint": ckpt})
+    cfg = parse_train({**table, "checkpoint": ckpt}, base=str(ROOT / "jobs" / "x.toml"))
     shards, test = load_data(cfg)
     state = train_round_robin_serial(cfg, shards)
     assert _max_diff(ckpt, state) <= 1e-10
     assert res["accuracy"] == evaluate_clients(cfg, state, test)
 
+    sent_a0 = run["ranks"][0]["wire"]["sent"]["activation"]["2"]
     # wire audit: in U-shape a client sends only activations (bottom -> server) and gradients
     # (head -> server), exactly m per own step each, plus its weights for the checkpoint
     m = cfg.microbatches
-    topo = cfg.topology
-    for c in range(cfg.clients):
+    topo = cfg.layout()
+    for c in range(topo.clients):
         sent = run["ranks"][c]["wire"]["sent"]
         assert set(sent) <= {"activation", "gradient", "weights"}, sent
         own_steps = cfg.epochs * (len(shards[c].y) // cfg.minibatch)
-        server = str(topo.owner(c)[1])
+        server = str(topo.route(c)[1][0])
         assert sent["activation"][server][0] == own_steps * m
         assert sent["gradient"][server][0] == own_steps * m
         assert "label" not in sent and "input" not in sent
     server_got = run["ranks"][topo.clients]["wire"]["received"]
+    # per boundary, what the sender counted is what the receiver counted (checked at the end)
+    crossed = res["boundaries"]["client0 -> server1"]
+    assert crossed["activation"] == sent_a0 and set(crossed) == {"activation", "gradient"}
     assert set(server_got) == {"activation", "gradient"}
     assert "privacy: client0 sent no label/input arrays" in done.stdout
 
     # dCor² reported for each client = the oracle's bottom on the same audit samples
-    for c in range(cfg.clients):
+    for c in range(topo.clients):
         bottom = state[topo.stage_name(0, c)][0]
-        X = shards[c].X[:cfg.audit_samples]
+        X = shards[c].X[:topo.audit_samples]
         want = dcor2_u(X, bottom.forward(X, mb="audit"))
         assert abs(res["dcor2_u"][c] - want) <= 1e-9
 
@@ -190,8 +195,7 @@ def test_resume_equals_uninterrupted(tmp_path):
     for name, (_, opt) in straight.items():
         o = saved[name]["optimizer"]
         assert o["t"] == opt.t
-        assert max(float(np.abs(x - y).max()) for x, y in zip(o["m"], opt._m, strict=True)) \
-            <= 1e-10
+        assert max(float(np.abs(o[f"m{i}"] - y).max()) for i, y in enumerate(opt._m)) <= 1e-10
     # and the epoch-1 checkpoint really is one epoch behind
     assert _max_diff(a, straight) > 1e-4
 
