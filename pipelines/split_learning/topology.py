@@ -48,13 +48,15 @@ def round_robin(sizes: list[int], minibatch: int, epoch: int) -> Iterator[tuple[
 class SplitLearning(Layout):
     """Clients holding data and the bottom (and head) stages, server ranks the middle.
 
-    Extra ``[train]`` keys: ``clients`` (1), ``u_shape`` (false), ``audit_samples`` (300);
+    Extra ``[train]`` keys: ``clients`` (1), ``u_shape`` (false), ``audit_samples`` (300),
+    ``rank_names`` (one name per rank for the report and audit, e.g. hospitals; default
+    ``client{c}``, ``server{i}``);
     ``[train.data]``: ``source`` may also be ``"auto"`` (default), ``"sklearn"`` or
     ``"synthetic"`` (the 8x8 digits), ``test_fraction`` (0.25, when the source has no test
     split), ``shard`` ("iid" or "label_skew"), ``alpha`` (0.5), ``limit`` (0 = all).
     """
 
-    KEYS = {"clients": int, "u_shape": bool, "audit_samples": int}
+    KEYS = {"clients": int, "u_shape": bool, "audit_samples": int, "rank_names": list}
     DATA_KEYS = {"test_fraction": float, "shard": str, "alpha": float, "limit": int}
     title = "split learning"
 
@@ -65,6 +67,12 @@ class SplitLearning(Layout):
         if self.clients < 1:
             raise ValueError(f"train.clients: must be >= 1, got {self.clients}")
         super().__init__(cfg)
+        names = cfg.extra.get("rank_names", [])
+        if names and (len(names) != self.size or len(set(names)) != len(names)
+                      or not all(isinstance(n, str) and n for n in names)):
+            raise ValueError(f"train.rank_names: needs {self.size} distinct names (one per "
+                             f"rank), got {names!r}")
+        self.names = list(names)
         if any(k != 1 for k in cfg.replicas):
             raise ValueError("train.replicas: split learning runs one rank per server stage "
                              "(data-parallel replicas are for the plain pipeline layout)")
@@ -123,12 +131,14 @@ class SplitLearning(Layout):
         return rank < self.clients
 
     def rank_name(self, rank: int) -> str:
+        if self.names:
+            return self.names[rank]
         if self.is_client(rank):
             return f"client{rank}"
         return f"server{rank - self.clients + 1}"
 
     def path_name(self, path: int) -> str:
-        return f"client{path}"
+        return self.rank_name(path)
 
     def stage_name(self, stage: int, client: int | None = None) -> str:
         """Checkpoint name of a stage's weights: client stages exist once per client."""
@@ -208,9 +218,9 @@ class SplitLearning(Layout):
     def report_lines(self, result: dict[str, Any], ranks: list[dict[str, Any]]) -> list[str]:
         lines = []
         for c in range(self.clients):
-            leaked = [k for k in ("label", "input")
-                      if result["crossed"][f"client{c}"].get(k, [0])[0]]
-            lines.append(f"privacy: client{c} sent {' and '.join(leaked) if leaked else 'no'} "
+            name = self.rank_name(c)
+            leaked = [k for k in ("label", "input") if result["crossed"][name].get(k, [0])[0]]
+            lines.append(f"privacy: {name} sent {' and '.join(leaked) if leaked else 'no'} "
                          f"label/input arrays; dCor²(raw input, cut activation) = "
                          f"{result['dcor2_u'][c]:.3f} (bias-corrected)")
         return lines

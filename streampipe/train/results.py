@@ -114,6 +114,8 @@ def report_text(layout: Any, ranks: list[dict], result: dict[str, Any]) -> str:
         what = ", ".join(f"{k} {v[0]} msgs/{_kib(v[1])}" for k, v in sorted(kinds.items())
                          if v[0]) or "nothing"
         lines.append(f"wire: {name} sent {what}")
+    lines.append("wire audit per boundary (sender -> receiver: kind messages/bytes; weights are "
+                 "the checkpoint and evaluation copies sent to rank 0):")
     for name, kinds in result["boundaries"].items():
         what = ", ".join(f"{k} {v[0]}/{_kib(v[1])}" for k, v in sorted(kinds.items()))
         lines.append(f"  {name}: {what}")

@@ -9,7 +9,6 @@ real difference (a dropped or duplicated microbatch moves weights by ~1e-3).
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +25,7 @@ from streampipe.runfile import read
 from streampipe.schedule import simulate
 from streampipe.train import checkpoint
 from tests.mpiutil import streampipe
+from tests.train_jobs import train_toml
 
 pytestmark = pytest.mark.mpi
 
@@ -36,18 +36,7 @@ MODEL = [{"type": "linear", "in": 64, "out": 24}, {"type": "relu"},
 
 
 def _toml(train: dict) -> str:
-    """A [train] job file (json literals are valid TOML for these strings, numbers, lists)."""
-    lines = ["[pipeline]", 'name = "train-test"', "", "[train]",
-             'uses = "pipelines.split_learning:SplitLearning"']
-    tables = {k: v for k, v in train.items() if isinstance(v, dict)}
-    for k, v in train.items():
-        if k != "model" and k not in tables:
-            lines.append(f"{k} = {json.dumps(v)}")
-    for k, t in tables.items():
-        lines += ["", f"[train.{k}]"] + [f"{a} = {json.dumps(b)}" for a, b in t.items()]
-    for layer in train["model"]:
-        lines += ["", "[[train.model]]"] + [f"{a} = {json.dumps(b)}" for a, b in layer.items()]
-    return "\n".join(lines) + "\n"
+    return train_toml({"uses": "pipelines.split_learning:SplitLearning", **train})
 
 
 def _small(**kw) -> dict:
