@@ -7,7 +7,6 @@
 
 from __future__ import annotations
 
-import torch
 from torch import nn
 
 from pipelines.split_learning.data import load_digits, train_test_split
