@@ -64,7 +64,8 @@ def _call_build(cfg: Any) -> Any:
 
 
 def load_model(cfg: Any, rank: int = 0) -> Any:
-    """The job's model adapter, on the job's device and dtype."""
+    """The job's model adapter, on the job's device and dtype (``rank``: node-local, for the
+    choice of GPU)."""
     if isinstance(cfg.model, list):
         xp = layer_xp(cfg.device, rank)
         # drawn in the job's dtype, as the serial oracle draws them
@@ -78,7 +79,7 @@ def load_model(cfg: Any, rank: int = 0) -> Any:
     from .torch_adapter import TorchModel, is_torch_module, torch_device
 
     if is_torch_module(obj):
-        return TorchModel(obj, cfg.np_dtype, torch_device(cfg.device))
+        return TorchModel(obj, cfg.np_dtype, torch_device(cfg.device, rank))
     raise ValueError(f"train.model: {cfg.model} returned {type(obj).__name__}; expected a "
                      "torch.nn.Sequential or a list of streampipe layers")
 

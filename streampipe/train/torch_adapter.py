@@ -64,7 +64,7 @@ def is_torch_module(obj: Any) -> bool:
     return torch is not None and isinstance(obj, torch.nn.Module)
 
 
-def torch_device(device: str, name: str = "train") -> Any:
+def torch_device(device: str, local_rank: int = 0, name: str = "train") -> Any:
     """``[train] device`` for a torch model: ``cpu``, ``gpu`` (CUDA, else an error), ``auto``."""
     torch = import_torch()
     if device == "cpu":
@@ -73,7 +73,7 @@ def torch_device(device: str, name: str = "train") -> Any:
         # node-local rank i takes visible GPU i % count, as CuPy stages do (streampipe.gpu)
         from ..gpu import select_gpu  # noqa: PLC0415
 
-        index = select_gpu(_local_rank(), torch.cuda.device_count())
+        index = select_gpu(local_rank, torch.cuda.device_count())
         torch.cuda.set_device(index)
         return torch.device("cuda", index)
     if device == "gpu":
@@ -83,15 +83,6 @@ def torch_device(device: str, name: str = "train") -> Any:
     print(f"streampipe: {name}.device = \"auto\" found no CUDA device for torch, running on CPU",
           file=sys.stderr, flush=True)
     return torch.device("cpu")
-
-
-def _local_rank() -> int:
-    import os
-
-    for var in ("MPI_LOCALRANKID", "OMPI_COMM_WORLD_LOCAL_RANK", "SLURM_LOCALID"):
-        if os.environ.get(var, "").isdigit():
-            return int(os.environ[var])
-    return 0
 
 
 def _optimizer(torch: Any, params: list[Any], spec: dict[str, Any]) -> Any:
@@ -427,10 +418,12 @@ class TorchModel:
         return out
 
 
-def limit_threads(ranks: int) -> None:
+def limit_threads(ranks_on_node: int) -> None:
     """Share the cores among the node's ranks: torch defaults to every core per process, which
     oversubscribes the CPU as soon as several stages run on one node."""
     import os
 
+    if os.environ.get("OMP_NUM_THREADS"):
+        return
     torch = import_torch()
-    torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(ranks, 1)))
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(ranks_on_node, 1)))

@@ -66,6 +66,11 @@ class Wire:
                                                start_seq=0, on_arrival=lambda n, now: None)
                 self.box[(src, kind)] = {}
 
+    def join_node(self) -> tuple[int, int]:
+        """(node-local rank, ranks on this node); collective. Also tunes how long waits poll
+        before sleeping, as for stream ranks."""
+        return self.t.join_node()
+
     # ---------------------------------------------------------------- time
     @property
     def t0(self) -> float:

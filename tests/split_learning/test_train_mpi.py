@@ -199,3 +199,40 @@ def test_failure_aborts_all_ranks_naming_rank_and_microbatch(tmp_path):
     assert "server2 (rank 2" in done.stderr
     assert "step 1, F of stage 2 microbatch 1" in done.stderr
     assert done.seconds < 25
+
+
+def test_hospital_chain_audit_per_boundary(tmp_path):
+    """jobs/split-learning-hospitals.toml: hospital 1 -> 2 -> 3 -> back to 1 (U-shape). Each
+    boundary carries exactly one activation per microbatch forward and one gradient back, of
+    the cut layer's width; no label and no raw input crosses any boundary."""
+    job = ROOT / "jobs" / "split-learning-hospitals.toml"
+    ckpt = str(tmp_path / "h.h5")
+    out = tmp_path / "run.h5"
+    done = streampipe("run", str(job), "--out", str(out), "--set", "train.epochs=1",
+                      "--set", f'train.checkpoint="{ckpt}"', "--set", 'train.data.source='
+                      '"synthetic"', timeout=60)
+    assert done.returncode == 0, done.output[-4000:]
+    import tomllib
+
+    table = tomllib.loads(job.read_text())["train"]
+    cfg = parse_train({**table, "epochs": 1, "checkpoint": ckpt,
+                       "data": {**table["data"], "source": "synthetic"}})
+    shards, _ = load_data(cfg)
+    assert _max_diff(ckpt, train_round_robin_serial(cfg, shards)) <= 1e-10
+    res = read(str(out))["meta"]["result"]
+    n = (len(shards[0].y) // 32) * 4  # microbatch messages per boundary and direction
+    row = 8 * 8  # 8 rows of float64 per microbatch
+    want = {"hospital1 -> hospital2": {"activation": [n, n * row * 64]},
+            "hospital2 -> hospital3": {"activation": [n, n * row * 48]},
+            "hospital3 -> hospital1": {"activation": [n, n * row * 32]},
+            "hospital1 -> hospital3": {"gradient": [n, n * row * 32]},
+            "hospital3 -> hospital2": {"gradient": [n, n * row * 48]},
+            "hospital2 -> hospital1": {"gradient": [n, n * row * 64]}}
+    got = {b: {k: v for k, v in kinds.items() if k != "weights"}
+           for b, kinds in res["boundaries"].items()}
+    assert got == want
+    # weights go only to hospital 1 (rank 0: checkpoint and evaluation copies)
+    assert all(b.endswith("-> hospital1") for b, kinds in res["boundaries"].items()
+               if "weights" in kinds)
+    assert "privacy: hospital1 sent no label/input arrays" in done.stdout
+    assert "hospital2 -> hospital3: activation" in done.stdout
