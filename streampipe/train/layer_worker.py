@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from ..gpu import to_host
 from .layers import Layer, Sequential
 from .losses import loss_fn
 from .optim import Adam, make_optimizer
@@ -25,9 +26,8 @@ __all__ = ["LayerModel", "LayerWorker"]
 _PARAM_NAMES = ("weight", "bias")
 
 
-def _host(a: Any) -> Any:
-    get = getattr(a, "get", None)
-    return get() if get is not None and type(a).__module__.startswith("cupy") else np.asarray(a)
+def _host(a: Any) -> np.ndarray:
+    return np.asarray(to_host(a))
 
 
 class LayerWorker:
@@ -44,10 +44,11 @@ class LayerWorker:
         self.loss = 0.0
         self._n = 0
         self._codec: Any = None
+        self.gpu: dict[str, Any] = {}  # device memory and staging figures (streampipe.gpu)
         if xp is not np:
             from ..gpu import WireCodec  # noqa: PLC0415 - only GPU stages need it
 
-            self._codec = WireCodec(xp)
+            self._codec = WireCodec(xp, self.gpu)
 
     def begin(self, n_samples: int) -> None:
         self.stage.zero_grad()
@@ -174,6 +175,10 @@ class LayerModel:
     def n_layers(self) -> int:
         return len(self.layers)
 
+    @property
+    def device_name(self) -> str:
+        return "cpu" if self.xp is np else "gpu"
+
     def layer_names(self) -> list[str]:
         return [type(ly).__name__ for ly in self.layers]
 
@@ -191,13 +196,14 @@ class LayerModel:
         return float(sum(float(_host(p).astype(np.float64).sum()) * (i + 1)
                          for i, p in enumerate(p for ly in self.layers for p in ly.params)))
 
-    def as_input(self, x: np.ndarray) -> Any:
-        return self.xp.asarray(x, dtype=self.dtype)
+    def as_input(self, x: np.ndarray) -> np.ndarray:
+        """Host features in the model's dtype (workers move microbatches to the device)."""
+        return np.asarray(x, dtype=self.dtype)
 
-    def as_target(self, y: np.ndarray, loss: str) -> Any:
-        return self.xp.asarray(y) if loss == "cross_entropy" else self.xp.asarray(y, self.dtype)
+    def as_target(self, y: np.ndarray, loss: str) -> np.ndarray:
+        return np.asarray(y, np.int64) if loss == "cross_entropy" else np.asarray(y, self.dtype)
 
     def layer_times(self, x: np.ndarray, repeats: int = 5) -> list[float]:
         """Median forward+backward time of each layer on sample input ``x``."""
-        return measure_layer_times(Sequential(copy.deepcopy(self.layers)), self.as_input(x),
-                                   repeats)
+        return measure_layer_times(Sequential(copy.deepcopy(self.layers)),
+                                   self.xp.asarray(self.as_input(x)), repeats)

@@ -24,6 +24,8 @@ from typing import Any
 
 import numpy as np
 
+from ..gpu import to_host
+
 __all__ = ["Layer", "Linear", "ReLU", "GELU", "Conv2d", "Flatten", "Reshape", "Sequential"]
 
 
@@ -61,7 +63,7 @@ class Layer:
     def to(self, xp: Any, dtype: Any) -> Layer:
         """Move parameters and gradients to array module ``xp`` and ``dtype`` (in place)."""
         self.xp, self.dtype = xp, np.dtype(dtype)
-        self.params = [xp.asarray(_host(p), dtype=self.dtype) for p in self.params]
+        self.params = [xp.asarray(to_host(p), dtype=self.dtype) for p in self.params]
         self.grads = [xp.zeros_like(p) for p in self.params]
         return self
 
@@ -113,11 +115,6 @@ class Layer:
         gx = self.backward_input(grad, mb)
         self.backward_weight(mb)
         return gx
-
-
-def _host(a: Any) -> Any:
-    get = getattr(a, "get", None)
-    return get() if get is not None and type(a).__module__.startswith("cupy") else a
 
 
 def _rng(seed: int | np.random.SeedSequence) -> np.random.Generator:

@@ -13,6 +13,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from ..gpu import is_device_array
+
 __all__ = ["softmax_cross_entropy", "mse", "LOSSES", "loss_fn"]
 
 
@@ -72,11 +74,10 @@ def loss_fn(name: str) -> Callable[..., tuple[Any, Any]]:
 
 
 def _xp(a: Any) -> Any:
-    try:
-        import cupy
+    if is_device_array(a):
+        import cupy  # noqa: PLC0415 - installed (or the stand-in) when a device array exists
 
-        return cupy.get_array_module(a)
-    except ImportError:
-        import numpy
+        return cupy
+    import numpy
 
-        return numpy
+    return numpy

@@ -36,9 +36,12 @@ __all__ = ["load_model", "layer_xp", "check_cuts"]
 
 def layer_xp(device: str, rank: int = 0) -> Any:
     """NumPy, or CuPy for ``device = "gpu"`` / ``"auto"`` with a usable GPU (streampipe.gpu)."""
-    from ..gpu import resolve_device
+    from ..gpu import DeviceError, resolve_device
 
-    return resolve_device(device, rank, stage="train", log=rank == 0)[1]
+    try:
+        return resolve_device(device, rank, stage="train", log=rank == 0)[1]
+    except DeviceError as exc:
+        raise ValueError(f"train.device: {exc}") from None
 
 
 def _call_build(cfg: Any) -> Any:

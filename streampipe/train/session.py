@@ -287,7 +287,8 @@ class Session:
             step_time=train_time / max(steps, 1), train_split=split,
             stages=list(self.names.values()), loss_sums=losses,
             bytes_sent=self.wire.bytes_sent, bytes_received=self.wire.bytes_received,
-            replica_checksum={n: self._checksum(st) for n, st in own.items()}, **extra,
+            replica_checksum={n: self._checksum(st) for n, st in own.items()},
+            device=self.model.device_name, **self._gpu_figures(), **extra,
         )
         # the audit includes this final message (weights for evaluation and the checkpoint)
         if self.rank != 0 and states:
@@ -299,6 +300,15 @@ class Session:
             return None
         self.wire.wait(lambda: len(self.stats) == self.size, OTHER, "collecting results")
         return self._report()
+
+    def _gpu_figures(self) -> dict[str, Any]:
+        """The workers' device figures (peak pool bytes, pinned staging bytes), rank-wide."""
+        out: dict[str, Any] = {}
+        for w in self.workers.values():
+            for k, v in getattr(w, "gpu", {}).items():
+                if isinstance(v, (int, float)):
+                    out[k] = max(out.get(k, 0), v)
+        return out
 
     def _checksum(self, state: dict[str, Any]) -> float:
         total, stack = 0.0, [state]

@@ -136,6 +136,7 @@ class TorchWorker:
         self.opt_kind = optimizer.get("name", "sgd")
         self.loss_name, self.recompute, self.input_grad = loss, recompute, input_grad
         self._codec = codec
+        self.gpu: dict[str, Any] = codec.extra if codec is not None else {}
         self._mb: dict[Hashable, _Pending] = {}
         self.loss = 0.0
         self._n = 0
@@ -368,6 +369,10 @@ class TorchModel:
     @property
     def n_layers(self) -> int:
         return len(self.named)
+
+    @property
+    def device_name(self) -> str:
+        return "gpu" if self.device.type == "cuda" else "cpu"
 
     def layer_names(self) -> list[str]:
         return [f"{n}:{type(c).__name__}" for n, c in self.named]

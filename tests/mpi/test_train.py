@@ -151,3 +151,19 @@ def test_bad_data_is_one_line_naming_file_and_dataset(tmp_path):
     assert done.returncode != 0
     assert "bad.h5: missing dataset(s) y_train (has: x_train)" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_gpu_device_equals_serial(tmp_path):
+    """``device = "gpu"``: CuPy layers (the strict stand-in without a GPU), activations and
+    gradients through streampipe.gpu's wire codec. Same oracle and tolerance: on the stand-in
+    the arithmetic is NumPy's (exact), on a GPU CUDA's rounding differs by ulps per operation,
+    far inside 1e-10."""
+    from tests.gpu_harness import standin_env
+
+    train = _base(tmp_path, schedule="1f1b", cuts=[2, 4], device="gpu")
+    with standin_env():
+        run = _run(tmp_path, train)
+    X, y = _data()
+    assert _max_diff(train["checkpoint"], _serial(train, X, y), [2, 4]) <= 1e-10
+    for r in run["ranks"]:
+        assert r["device"] == "gpu" and r["gpu_peak_bytes"] > 0, r

@@ -197,3 +197,13 @@ def test_schedules_equal_torch_pipelining_generators():
                 for r in range(p):
                     mine = [str(a) for a in interleaved_1f1b(p, m, v)[r] if a.kind != "S"]
                     assert mine == torch_order(T.ScheduleInterleaved1F1B, p, v, m, r)
+
+
+def test_gpu_without_cuda_is_a_clear_error():
+    from streampipe.train.torch_adapter import torch_device
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA: the error path cannot be reached")
+    with pytest.raises(ValueError, match=r'train.device: "gpu" but torch sees no CUDA device'):
+        torch_device("gpu")
+    assert torch_device("auto").type == "cpu"
