@@ -207,3 +207,42 @@ def test_gpu_without_cuda_is_a_clear_error():
     with pytest.raises(ValueError, match=r'train.device: "gpu" but torch sees no CUDA device'):
         torch_device("gpu")
     assert torch_device("auto").type == "cpu"
+
+
+def test_plan_of_a_torch_job_prints_cuts_stage_times_and_bubble(tmp_path):
+    import h5py
+
+    from streampipe.job import load_job
+    from streampipe.train import plan_text
+
+    (tmp_path / "net.py").write_text(
+        "from torch import nn\n\ndef build():\n"
+        "    return nn.Sequential(nn.Linear(12, 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU(),\n"
+        "                         nn.Linear(64, 5))\n")
+    with h5py.File(tmp_path / "d.h5", "w") as f:
+        f["x_train"] = np.random.default_rng(0).random((64, 12))
+        f["y_train"] = np.arange(64) % 5
+    (tmp_path / "job.toml").write_text(
+        '[train]\nmodel = "net.py:build"\ncuts = "auto"\nstages = 2\nschedule = "zb-h1"\n'
+        'microbatches = 4\nminibatch = 16\n[train.data]\nsource = "d.h5"\n')
+    text = plan_text(load_job(tmp_path / "job.toml"))
+    assert "model: torch, 5 layers: 0:Linear, 1:ReLU, 2:Linear, 3:ReLU, 4:Linear" in text
+    assert "(auto): stage times" in text and "predicted step" in text and "bubble" in text
+    assert "0I0" in text and "1W3" in text  # the ZB-H1 grid
+
+
+def test_recompute_replays_dropout():
+    # the recomputed forward draws the same dropout masks as the first one (RNG state kept),
+    # so recomputation changes nothing but memory
+    nn = torch.nn
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(64, 32), nn.Dropout(0.3), nn.ReLU(), nn.Linear(32, 10))
+    rng = np.random.default_rng(4)
+    X, y = rng.random((32, 64)), rng.integers(0, 10, 32)
+    out = []
+    for recompute in (False, True):
+        torch.manual_seed(1)
+        got, _ = _piped(net, one_f_one_b(2, 4), [2], {"name": "sgd", "lr": 0.1, "momentum": 0.0},
+                        "cross_entropy", X, y, 2, 16, recompute)
+        out.append(got)
+    assert _diff(*out) == 0.0
