@@ -9,6 +9,7 @@ here with the framework's own.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -19,7 +20,7 @@ from .losses import LOSSES
 from .model_spec import build_model
 from .optim import make_optimizer
 
-__all__ = ["TrainConfig", "parse_train", "SCHEDULES", "check_types"]
+__all__ = ["TrainConfig", "parse_train", "SCHEDULES", "check_types", "job_path"]
 
 SCHEDULES = (*GENERATORS, "interleaved")
 DEVICES = ("cpu", "gpu", "auto")
@@ -104,20 +105,25 @@ def _layout_class(uses: str, base: str | None) -> Any:
     return cls
 
 
+def job_path(name: str, base: str | None) -> Path:
+    """A file named in a job: as given when it exists, else relative to the job file's folder
+    (the rule of ``uses`` in :func:`streampipe.job.resolve_uses`)."""
+    p = Path(name)
+    if not p.is_absolute() and base is not None and not p.exists():
+        p = Path(base).parent / p
+    return p
+
+
 def _check_model_ref(ref: str, base: str | None) -> None:
     """Cheap checks of ``module:build`` / ``file.py:build`` (the ranks import and build it)."""
     import importlib.util
-    from pathlib import Path
 
     if ":" not in ref:
         raise ValueError(f"train.model: expected 'module:build' or 'path/to/file.py:build', "
                          f"got {ref!r}")
     target = ref.rpartition(":")[0]
     if target.endswith(".py"):
-        p = Path(target)
-        if not p.is_absolute() and base is not None and not p.exists():
-            p = Path(base).parent / p
-        if not p.exists():
+        if not job_path(target, base).exists():
             raise ValueError(f"train.model: file {target!r} not found")
     else:
         try:

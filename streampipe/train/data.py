@@ -21,6 +21,7 @@ from typing import NamedTuple
 import numpy as np
 
 from ..job import JobError, resolve_uses
+from .config import job_path
 
 __all__ = ["Dataset", "Data", "load_source", "check_data", "minibatch_order"]
 
@@ -35,13 +36,6 @@ class Dataset(NamedTuple):
 class Data(NamedTuple):
     train: Dataset
     test: Dataset | None
-
-
-def _resolve_file(source: str, base: str | None) -> Path:
-    p = Path(source)
-    if not p.is_absolute() and base is not None and not p.exists():
-        p = Path(base).parent / p
-    return p
 
 
 def _read_h5(path: Path, source: str) -> dict[str, np.ndarray]:
@@ -136,7 +130,7 @@ def load_source(source: str, base: str | None, loss: str) -> Data:
         raise ValueError("train.data.source: required (an HDF5 file with x_train, y_train or "
                          "'module:load')")
     if source.endswith((".h5", ".hdf5")):
-        return check_data(_read_h5(_resolve_file(source, base), source), source, loss)
+        return check_data(_read_h5(job_path(source, base), source), source, loss)
     if ":" in source:
         return check_data(_call_loader(source, base), source, loss)
     raise ValueError(f"train.data.source: {source!r} is neither an .h5/.hdf5 file nor "
