@@ -17,6 +17,7 @@ from .config import parse_train
 from .data import load_source
 from .model import check_cuts, load_model
 from .partition import balance_by_time, stage_times
+from .session import share_cores
 
 __all__ = ["plan_text"]
 
@@ -40,7 +41,12 @@ def plan_text(spec: Any) -> str:
                  f"(formula {100 * formula:.1f}%), "
                  f"peak live activations per stage {sim.peak_activations}, per rank "
                  f"{sim.rank_peak_activations}")
+    share_cores(layout.size)  # measure with the threads each rank will have
     model = load_model(cfg)
+    if model.kind == "torch":
+        from .torch_adapter import limit_threads
+
+        limit_threads(layout.size)
     if cfg.layer_times:
         times, how = [float(t) for t in cfg.layer_times], "train.layer_times"
     else:
