@@ -167,3 +167,20 @@ def test_gpu_device_equals_serial(tmp_path):
     assert _max_diff(train["checkpoint"], _serial(train, X, y), [2, 4]) <= 1e-10
     for r in run["ranks"]:
         assert r["device"] == "gpu" and r["gpu_peak_bytes"] > 0, r
+
+
+def test_torch_model_without_torch_names_the_extra(tmp_path, monkeypatch):
+    """A machine without torch (a torch package that fails to import shadows the real one)."""
+    fake = tmp_path / "site" / "torch"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text(
+        "raise ModuleNotFoundError(\"No module named 'torch'\", name='torch')\n")
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path / "site"))
+    (tmp_path / "net.py").write_text("import torch\n\ndef build():\n    return None\n")
+    train = _base(tmp_path, cuts=[1], model="net.py:build")
+    job = tmp_path / "job.toml"
+    job.write_text(train_toml(train))
+    done = streampipe("run", str(job), "--out", str(tmp_path / "r.h5"), timeout=30)
+    assert done.returncode != 0
+    assert "PyTorch models need the torch extra: pip install 'streampipe[torch]'" in done.stderr
+    assert "Traceback" not in done.stderr
