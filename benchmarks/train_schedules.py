@@ -12,7 +12,9 @@ one-block chunks, ``virtual`` per rank. Same ranks, data, weights and work. ``--
 runs the same MLP as a ``torch.nn.Sequential`` through the PyTorch adapter.
 
 Reported per schedule (min / median over ``--reps`` runs): step time (training wall time /
-steps, slowest rank), busy CPU per step (sum over ranks of the time in F/B/I/W/S actions), peak
+steps, slowest rank), busy time per step (sum over ranks of the wall time in F/B/I/W/S
+actions), CPU time per step (sum over ranks of the training loop's process CPU time, which a
+busy machine inflates least; it includes the wire's polling), peak
 activation memory (bytes held for pending backwards, the largest rank and the sum over ranks),
 and the bubble: the mean over ranks of the training loop's idle fraction (waiting for input or
 credit), next to the unit-time formula and the dry run of the same per-rank schedule with the
@@ -106,6 +108,7 @@ def measure(run: dict) -> dict:
             for r in ranks]
     return {"step": max(r["step_time"] for r in ranks),
             "busy": sum(r["train_split"]["busy"] for r in ranks) / steps,
+            "cpu": sum(r["train_cpu"] for r in ranks) / steps,
             "busy_rank": [r["train_split"]["busy"] / steps for r in ranks],
             "peak_max": max(r["peak_live_bytes"] for r in ranks),
             "peak_sum": sum(r["peak_live_bytes"] for r in ranks),
@@ -162,18 +165,18 @@ def main() -> int:
           f"V = {V} chunks per rank when interleaved, m = {m} microbatches of "
           f"{args.minibatch // m} samples, {steps} steps per run, {args.reps} runs each "
           "(min / median)")
-    head = ("| schedule | step ms | busy CPU ms/step | peak act. KiB (max rank) | "
-            "peak act. KiB (sum) | peak live per rank | bubble measured % | "
-            "bubble dry run % | bubble formula % |")
+    head = ("| schedule | step ms | busy ms/step (sum of ranks) | CPU ms/step (sum of ranks) | "
+            "peak act. KiB (max rank) | peak act. KiB (sum) | peak live per rank | "
+            "bubble measured % | bubble dry run % | bubble formula % |")
     print(head)
-    print("|" + "---|" * 9)
+    print("|" + "---|" * 10)
     for c in configs:
         rs = rows[c]
         sched = c.partition("+")[0]
         formula = bubble_formula(sched, P, m, V)
         pred = [predicted(tables[c], r["busy_rank"]) for r in rs]
         print(f"| {c} | {fmt([r['step'] for r in rs], 1e3, 2)} | "
-              f"{fmt([r['busy'] for r in rs], 1e3, 2)} | "
+              f"{fmt([r['busy'] for r in rs], 1e3, 2)} | {fmt([r['cpu'] for r in rs], 1e3, 2)} | "
               f"{fmt([r['peak_max'] for r in rs], 1 / 1024, 0)} | "
               f"{fmt([r['peak_sum'] for r in rs], 1 / 1024, 0)} | {rs[0]['live']} | "
               f"{fmt([r['bubble'] for r in rs], 100)} | {fmt(pred, 100)} | "

@@ -226,7 +226,7 @@ class Session:
         steps = 0
         self.wire.enter(OTHER)
         base = self.wire.totals()  # the time split of the training loop alone, for the report
-        t_train0 = time.perf_counter()
+        t_train0, cpu0 = time.perf_counter(), time.process_time()
         step_id = 0
         for epoch in range(self.start_epoch, cfg.epochs):
             loss = 0.0
@@ -255,6 +255,7 @@ class Session:
                 self._checkpoint(epoch + 1)
         self.wire.enter(OTHER)
         train_time = time.perf_counter() - t_train0
+        self.train_cpu = time.process_time() - cpu0  # less sensitive to a busy machine than wall
         split = {st: self.wire.totals()[i] - base[i] for i, st in enumerate(STATES)}
         self.wire.close()
         return self._finish(losses, steps, train_time, split)
@@ -284,7 +285,7 @@ class Session:
             replica=0, group_rank=0, host=self.host, items_in=ex.n_f, items_out=ex.n_b,
             held_area=ex.held_area, held_peak=ex.peak_live, peak_live=ex.peak_live,
             peak_live_bytes=ex.peak_bytes, steps=steps, train_time=train_time,
-            step_time=train_time / max(steps, 1), train_split=split,
+            step_time=train_time / max(steps, 1), train_split=split, train_cpu=self.train_cpu,
             stages=list(self.names.values()), loss_sums=losses,
             bytes_sent=self.wire.bytes_sent, bytes_received=self.wire.bytes_received,
             replica_checksum={n: self._checksum(st) for n, st in own.items()},
