@@ -29,6 +29,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -116,10 +117,9 @@ def measure(run: dict) -> dict:
             "bubble": sum(idle) / len(idle)}
 
 
-def predicted(table: dict, busy_rank: list[float]) -> float:
+def predicted(layout: Any, busy_rank: list[float]) -> float:
     """Dry run of the job's own schedule with each rank's measured busy time per step spread
     over its stages (a backward taken as twice a forward)."""
-    layout = parse_train(table).layout()
     phys = layout.physical(0)
     per_stage = {}
     for r, acts in phys.items():
@@ -151,7 +151,8 @@ def main() -> int:
     configs = args.configs.split(",")
     P, V, m = args.stages, args.virtual, args.micro
     rows: dict[str, list[dict]] = {c: [] for c in configs}
-    tables = {}
+    tables: dict[str, dict] = {}
+    layouts: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as tmpdir:
         tmp = Path(tmpdir)
         (tmp / "net.py").write_text(TORCH_MODEL)
@@ -159,6 +160,7 @@ def main() -> int:
         for rep in range(args.reps):
             for c in configs:  # alternate the schedules within each repetition
                 tables[c] = train_table(args, c, tmp)
+                layouts[c] = parse_train(tables[c], base=str(tmp / "job.toml")).layout()
                 rows[c].append(measure(run_once(tables[c], tmp, f"{c.replace('+', '-')}-{rep}")))
     steps = args.samples // args.minibatch * args.epochs
     print(f"P = {P} ranks, {P * V} linear blocks of width {args.width} ({args.kind}, float64), "
@@ -174,7 +176,7 @@ def main() -> int:
         rs = rows[c]
         sched = c.partition("+")[0]
         formula = bubble_formula(sched, P, m, V)
-        pred = [predicted(tables[c], r["busy_rank"]) for r in rs]
+        pred = [predicted(layouts[c], r["busy_rank"]) for r in rs]
         print(f"| {c} | {fmt([r['step'] for r in rs], 1e3, 2)} | "
               f"{fmt([r['busy'] for r in rs], 1e3, 2)} | {fmt([r['cpu'] for r in rs], 1e3, 2)} | "
               f"{fmt([r['peak_max'] for r in rs], 1 / 1024, 0)} | "
