@@ -100,3 +100,24 @@ def test_plan_prints_grid_and_balanced_cuts():
     # and [4] or [1..3) and [3..5); balance_by_time takes the latest cuts on ties
     assert "balance_by_time: cuts [1, 4]" in text
     assert "cuts [2, 4]: stage times 5000000, 2000000, 1000000 us" in text
+
+
+def test_shuffle_false_one_client_takes_rows_in_file_order(tmp_path):
+    import h5py
+    import numpy as np
+
+    from streampipe.train.data import load_source
+
+    rng = np.random.default_rng(0)
+    with h5py.File(tmp_path / "d.h5", "w") as f:
+        f["x_train"], f["y_train"] = rng.random((50, 64)), rng.integers(0, 10, 50)
+    cfg = parse_train({"model": MODEL, "cuts": [2], "minibatch": 8, "microbatches": 2,
+                       "data": {"source": "d.h5", "shuffle": False}},
+                      base=str(tmp_path / "job.toml"))
+    layout = cfg.layout()
+    data = load_source("d.h5", cfg.base, cfg.loss)
+    shards, test = layout.load_data(cfg, data)
+    # no x_test: the test split is the last quarter of the rows, the training rows stay in order
+    assert np.array_equal(shards[0].X, data.train.X[:38]) and len(test.y) == 12
+    steps = list(layout.steps(0, {0: len(shards[0].y)}))
+    assert [list(idx) for _, idx in steps] == [list(range(k * 8, k * 8 + 8)) for k in range(4)]
