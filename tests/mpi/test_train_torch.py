@@ -69,8 +69,7 @@ def _diff(ckpt: str, ref) -> float:
     return max(float(np.abs(got[k] - want[k].numpy()).max()) for k in want)
 
 
-def _run(job: Path, *sets: str, timeout: float = 90) -> dict:
-    out = job.parent / "run.h5"
+def _run(job: Path, out: Path, *sets: str, timeout: float = 90) -> dict:
     args = [a for s in sets for a in ("--set", s)]
     done = streampipe("run", str(job), "--out", str(out), "--quiet", *args, timeout=timeout)
     assert done.returncode == 0, done.output[-4000:]
@@ -80,7 +79,7 @@ def _run(job: Path, *sets: str, timeout: float = 90) -> dict:
 def test_shipped_torch_job_equals_plain_torch(tmp_path):
     """jobs/digits-cnn-torch.toml (1F1B over 3 ranks), one epoch in float64."""
     ckpt = str(tmp_path / "w.h5")
-    run = _run(ROOT / "jobs" / "digits-cnn-torch.toml", "train.epochs=1",
+    run = _run(ROOT / "jobs" / "digits-cnn-torch.toml", tmp_path / "run.h5", "train.epochs=1",
                'train.dtype="float64"', f'train.checkpoint="{ckpt}"')
     mod = _module(ROOT / "jobs" / "torch_digits.py")
     data = mod.load()
@@ -138,7 +137,7 @@ def test_schedules_equal_plain_torch(tmp_path, case):
     loss = train.get("loss", "cross_entropy")
     out = 3 if loss == "mse" else 10
     job, X, y = _job(tmp_path, out, "class" if loss == "cross_entropy" else "reg", **train)
-    run = _run(job)
+    run = _run(job, tmp_path / "run.h5")
     ref = _plain(_net(tmp_path, out), train["optimizer"], loss, X, y,
                  minibatch_order(len(y), 32, 0, 0, shuffle=False))
     assert _diff(str(tmp_path / "w.h5"), ref) <= 1e-10
