@@ -21,6 +21,7 @@ from pipelines.split_learning.splitnn import (
     parse_train,
     train_round_robin_serial,
 )
+from streampipe.job import load_job
 from streampipe.runfile import read
 from streampipe.schedule import simulate
 from streampipe.train import checkpoint
@@ -104,9 +105,7 @@ def test_pipelined_equals_serial(tmp_path, schedule, clients, u_shape, cuts):
 def test_job_accuracy_wire_audit_and_dcor(tmp_path):
     """The shipped job: 2 clients, U-shape; >= 95% test accuracy after its 12 epochs."""
     pytest.importorskip("sklearn")
-    import tomllib
-
-    table = tomllib.loads((ROOT / "jobs" / "split-learning.toml").read_text())["train"]
+    table = load_job(ROOT / "jobs" / "split-learning.toml").train
     ckpt = str(tmp_path / "job.h5")
     out = tmp_path / "run.h5"
     done = streampipe("run", str(ROOT / "jobs" / "split-learning.toml"), "--out", str(out),
@@ -212,9 +211,7 @@ def test_hospital_chain_audit_per_boundary(tmp_path):
                       "--set", f'train.checkpoint="{ckpt}"', "--set", 'train.data.source='
                       '"synthetic"', timeout=60)
     assert done.returncode == 0, done.output[-4000:]
-    import tomllib
-
-    table = tomllib.loads(job.read_text())["train"]
+    table = load_job(job).train
     cfg = parse_train({**table, "epochs": 1, "checkpoint": ckpt,
                        "data": {**table["data"], "source": "synthetic"}})
     shards, _ = load_data(cfg)
