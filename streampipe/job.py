@@ -22,7 +22,7 @@ from ._toml import tomllib
 from .stage import FunctionStage, Sink, Source, StageError, check_stage_class
 
 __all__ = ["JobError", "StageSpec", "JobSpec", "load_job", "parse_job", "resolve_uses",
-           "apply_overrides"]
+           "apply_overrides", "job_path"]
 
 DEVICES = ("cpu", "gpu", "auto")
 
@@ -275,6 +275,16 @@ def _check_resumable(obj: Any, i: int, n: int, where: str) -> None:
             raise JobError(f"pipeline.checkpoint: sink {cls.__name__} does not override "
                            f"{' and '.join(f'Sink.{m}()' for m in missing)}, so a resumed run "
                            f"would lose what it consumed before the failure ({where}.uses)")
+
+
+def job_path(name: str, base: str | None) -> Path:
+    """A file named in a job: as given when it exists, else relative to the job file's folder
+    (what :func:`resolve_uses` does for ``path/to/file.py``; data files keep the working
+    directory first, as they always did)."""
+    p = Path(name)
+    if not p.is_absolute() and base is not None and not p.exists():
+        p = Path(base).parent / p
+    return p
 
 
 def resolve_uses(uses: str, where: str = "uses", base: str | None = None) -> Any:

@@ -109,34 +109,8 @@ def test_video_on_gpu_is_bit_exact(tmp_path):
 
 
 # ----------------------------------------------------------------------------- genomics
-
-GENOMICS = {"genome_len": 20_000, "n_reads": 4_000, "read_len": 64, "n_shards": 2,
-            "mismatch_rate": 0.01, "seed": 5, "n_repeats": 2, "copies": 2, "repeat_len": 300}
-
-
-def _genomics(tmp_path, *sets):
-    gen = [f"stages.reads.params.generate.{k}={v}" for k, v in GENOMICS.items()]
-    return gpu_run("genomics", tmp_path, *gen, "stages.sort.params.max_rows_in_memory=1500",
-                   *sets)
-
-
-@pytest.mark.xfail(strict=True, reason="genomics (issue 18): the mapper np.asarray()s the reads "
-                   "a GPU stage receives on the device")
-def test_genomics_on_gpu_is_bit_exact(tmp_path):
-    import h5py
-
-    cpu, dev = tmp_path / "cpu", tmp_path / "gpu"
-    cpu.mkdir()
-    dev.mkdir()
-    _genomics(dev, "stages.map.device=\"gpu\"", "stages.sort.device=\"gpu\"")
-    _genomics(cpu)
-    outs = sorted(p.relative_to(cpu) for p in (cpu / "out" / "genomics").rglob("mapped*"))
-    assert outs
-    for rel in outs:
-        with h5py.File(cpu / rel, "r") as a, h5py.File(dev / rel, "r") as b:
-            assert sorted(a) == sorted(b)
-            for k in a:
-                np.testing.assert_array_equal(a[k][...], b[k][...], err_msg=f"{rel}:{k}")
+# The genomics job on device = "gpu" is checked bit-exact against the CPU mapping, read for read,
+# in tests/genomics/test_mapper_gpu.py::test_genomics_job_with_gpu_mapper.
 
 
 # ----------------------------------------------------------------------------- training

@@ -5,18 +5,21 @@ checked against the pipeline (a hand-written checkpoint must load)."""
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import h5py
 import numpy as np
 import pytest
 
-from pipelines.split_learning import checkpoint
 from pipelines.split_learning.data import Dataset, shard, synthetic_digits, train_test_split
-from pipelines.split_learning.layers import Sequential
-from pipelines.split_learning.model import build_model
-from pipelines.split_learning.optim import SGD, Adam
 from pipelines.split_learning.splitnn import client_minibatches
-from pipelines.split_learning.trainer import microbatch_bounds
+from streampipe.train import checkpoint
+from streampipe.train.layer_worker import LayerWorker
+from streampipe.train.local import microbatch_bounds
+from streampipe.train.model_spec import build_model
+from streampipe.train.optim import SGD, Adam
+
+PAGE = Path(__file__).resolve().parents[2] / "pipelines" / "split_learning" / "REPRODUCE.md"
 
 SEED = 11
 
@@ -33,6 +36,8 @@ def test_train_test_split_as_documented():
     n_test = round(len(d.y) * 0.25)
     np.testing.assert_array_equal(test.y, d.y[perm[:n_test]])
     np.testing.assert_array_equal(train.X, d.X[perm[n_test:]])
+    train, test = train_test_split(d, 0.25, seed=SEED, shuffle=False)
+    np.testing.assert_array_equal(test.X, d.X[len(d.y) - n_test:])
 
 
 @pytest.mark.parametrize("clients", [1, 3, 4])
@@ -125,27 +130,25 @@ def test_a_checkpoint_written_from_the_documented_layout_loads(tmp_path):
                     o.create_dataset(f"m{i}", data=arr * 0.25)
     got, epoch, seed = checkpoint.load(str(path))
     assert (epoch, seed) == (3, SEED)
-    bottom: Sequential = stages[0]
-    opt = Adam()
-    checkpoint.load_stage_state(bottom, opt, got["client0_bottom"], "client0_bottom")
+    bottom = LayerWorker(stages[0], Adam())
+    bottom.load_state(got["client0_bottom"], "client0_bottom")
     with h5py.File(path) as f:
-        np.testing.assert_array_equal(bottom.layers[0].params[0],
+        np.testing.assert_array_equal(stages[0].layers[0].params[0],
                                       f["stages/client0_bottom/layers/0/weight"][()])
-        assert opt.t == 5 and len(opt._m) == 2
-        np.testing.assert_array_equal(opt._m[1], f["stages/client0_bottom/optimizer/m1"][()])
-    sgd = SGD(lr=0.1, momentum=0.9)
-    checkpoint.load_stage_state(stages[1], sgd, got["server_stage1"], "server_stage1")
-    assert len(sgd._v) == 2
+        assert bottom.opt.t == 5 and len(bottom.opt._m) == 2
+        np.testing.assert_array_equal(bottom.opt._m[1],
+                                      f["stages/client0_bottom/optimizer/m1"][()])
+    server = LayerWorker(stages[1], SGD(lr=0.1, momentum=0.9))
+    server.load_state(got["server_stage1"], "server_stage1")
+    assert len(server.opt._v) == 2
     with h5py.File(path, "a") as f:  # the attribute the old documented layout left out
         del f.attrs["format"]
-    with pytest.raises(ValueError, match="is not a split-learning checkpoint"):
+    with pytest.raises(ValueError, match="is not a streampipe training checkpoint"):
         checkpoint.load(str(path))
 
 
 def test_the_page_documents_each_recipe():
-    from pathlib import Path
-
-    text = (Path(checkpoint.__file__).parent / "REPRODUCE.md").read_text()
+    text = PAGE.read_text()
     for needle in ("format = 1", "default_rng(seed).permutation(n)", "np.array_split",
                    "SeedSequence([seed, i])", "default_rng([seed, c, e])", "dirichlet"):
         assert needle in text, needle

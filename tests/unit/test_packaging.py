@@ -16,6 +16,7 @@ ROOT = Path(__file__).resolve().parents[2]
 OPTIONAL = {
     "cupy": "gpu",  # only imported when a stage runs on a GPU (device = "gpu" / "auto" found one)
     "sklearn": "learn",  # split-learning's digits; synthetic digits without it
+    "torch": "torch",  # PyTorch models in [train] jobs, only when a job names one
 }
 DIST = {"sklearn": "scikit-learn", "cupy": "cupy-cuda12x", "yaml": "pyyaml"}
 
