@@ -113,9 +113,12 @@ def one(ranks: int, per: int, ms: float, code: Path, workdir: Path, tag: str) ->
     env = dict(os.environ, PYTHONPATH=f"{code}{os.pathsep}{ROOT}")
     mon = Rank0Peak(str(job))
     mon.start()
+    help_text = subprocess.run([sys.executable, "-m", "streampipe", "run", "--help"], env=env,
+                               cwd=workdir, capture_output=True, text=True).stdout
+    limit = ["--max-ranks", str(ranks)] if "--max-ranks" in help_text else []  # older code
     t0 = time.time()
     done = subprocess.run([sys.executable, "-m", "streampipe", "run", str(job), "--out", str(out),
-                           "--quiet", "--max-ranks", str(ranks)], env=env, cwd=workdir,
+                           "--quiet", *limit], env=env, cwd=workdir,
                           capture_output=True, text=True, timeout=900)
     t1 = time.time()
     mon.stop.set()
