@@ -49,11 +49,11 @@ def main() -> None:
         res = simulate(plan, times, args.items, seed=1, keep_events=False)
         rate = res.throughput
         base = base or rate
-        busiest = max(res.summary, key=lambda n: res.summary[n]["busy"])
+        busiest = max(res.summary, key=lambda n: res.summary[n].busy)
         limit = ("valuation (parallel part)" if busiest == "value"
                  else f"serial {busiest}: 1/t = {1 / means[busiest]:.0f}/s")
         print(f"{plan.size:>6}{r:>11}{rate:>10.1f}{rate / base:>10.2f}"
-              f"{rate / base / r:>11.2f}{busiest:>12}{100 * res.summary[busiest]['busy']:>5.0f}%"
+              f"{rate / base / r:>11.2f}{busiest:>12}{100 * res.summary[busiest].busy:>5.0f}%"
               f"  {limit}")
     serial = max(means["scenarios"], means["aggregate"])
     print(f"ceiling: 1 / max(t_source, t_aggregate) = {1 / serial:.0f} items/s, reached at "

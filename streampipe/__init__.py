@@ -19,8 +19,6 @@ the :class:`~streampipe.train.StageWorker` protocol and :class:`~streampipe.trai
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
 from . import gpu, train
 from .api import Pipeline, run, run_spec
 from .faults import Fault
@@ -28,6 +26,7 @@ from .job import JobError, JobSpec, StageSpec, load_job
 from .plan import Plan, make_plan
 from .runtime import RunOptions
 from .stage import Context, FunctionStage, Sink, Source, Stage, StageError, stage
+from .version import __version__
 
 __all__ = [
     "Context", "Fault", "FunctionStage", "JobError", "JobSpec", "Pipeline", "Plan", "RunOptions",

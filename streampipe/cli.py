@@ -1,18 +1,34 @@
-"""``streampipe run | report | plan | simulate`` — the command line.
+"""``streampipe run | report | watch | plan | simulate`` — the command line.
 
-MPI, h5py and the report libraries are imported only by the commands that need them, so
+The streampipe modules import MPI, h5py, rich and matplotlib only where they use them, so
 ``--help``, ``plan`` and ``simulate`` work on a machine without MPI.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import pprint
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
+from . import config, launch, live, runfile, sim
+from .advisor import advise
+from .faults import parse_inject
 from .job import JobError, load_job
+from .plan import Plan, make_plan
+from .plot import write_plot
+from .report import analyze, summarize
+from .resume import resume_point
+from .runtime import RunOptions, run_rank
+from .summary import pipeline_rate
+from .summary import rows as summary_rows
+from .textreport import print_rich
+from .trace import write_trace
+from .train import plan_text, run_train, train_ranks
 
 
 def _job_args(p: argparse.ArgumentParser) -> None:
@@ -38,12 +54,19 @@ def build_parser() -> argparse.ArgumentParser:
                      help="never start mpiexec; run as this MPI process (used under mpiexec)")
     run.add_argument("--mpiexec-arg", action="append", default=[], metavar="ARG",
                      help="extra argument for the mpiexec that streampipe starts (repeatable)")
+    run.add_argument("--max-ranks", type=int, metavar="N",
+                     help="start up to N ranks on this host (default 16 per core; also "
+                          "STREAMPIPE_MAX_RANKS)")
 
     rep = sub.add_parser("report", help="bottleneck report of a run file")
     rep.add_argument("runfile")
     rep.add_argument("--json", action="store_true", help="print the report as JSON")
     rep.add_argument("--trace", metavar="OUT.json", help="write a Chrome/Perfetto trace")
     rep.add_argument("--plot", metavar="OUT.png", help="write time-split bars and a timeline")
+
+    watch = sub.add_parser("watch", help="follow a running job's live view (RUN.h5 or its "
+                           ".live.jsonl), from any shell that sees the file")
+    watch.add_argument("runfile")
 
     plan = sub.add_parser("plan", help="print which rank runs what (no MPI needed)")
     _job_args(plan)
@@ -66,28 +89,25 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return {"run": cmd_run, "report": cmd_report, "plan": cmd_plan,
-                "simulate": cmd_simulate}[args.cmd](args)
+                "simulate": cmd_simulate, "watch": cmd_watch}[args.cmd](args)
     except (JobError, ValueError, FileNotFoundError) as exc:
         print(f"streampipe {args.cmd}: error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `streampipe report RUN --json | head`: the reader has enough
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from . import launch
-    from .faults import parse_inject
-    from .runfile import default_path
-
     faults = [parse_inject(s) for s in args.inject]
     start_seq, state = 0, None
     if args.resume:
-        from .resume import resume_point
-
         start_seq, state = resume_point(args.resume)
     if args.no_launch or launch.under_mpi():
         return _run_here(args, faults, start_seq, state)
     # validate everything (fields, imports) before any rank starts work
     spec = load_job(args.job, args.overrides)
-    out = args.out or default_path(spec.name)
+    out = args.out or runfile.default_path(spec.name)
     argv = ["run", args.job, "--no-launch", "--out", out]
     for o in args.overrides:
         argv += ["--set", o]
@@ -97,15 +117,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         argv += ["--resume", args.resume]
     if args.quiet:
         argv.append("--quiet")
-    if spec.train is not None:
-        from .train import train_ranks
-
-        n_ranks = train_ranks(spec)
+    n_ranks = train_ranks(spec) if spec.train is not None else spec.ranks
+    launch.check_ranks(n_ranks, args.max_ranks)
+    live.live_path(out).unlink(missing_ok=True)  # a watcher must not show an earlier run's
+    if sys.stdout.isatty() and not args.quiet and spec.train is None:
+        rc = _launch_live(n_ranks, argv, args.mpiexec_arg, out)
     else:
-        n_ranks = spec.ranks
-    if sys.stderr.isatty() and not args.quiet:
-        os.environ["STREAMPIPE_PROGRESS"] = "1"  # inherited by the ranks, whose stderr is a pipe
-    rc = launch.launch(n_ranks, argv, args.mpiexec_arg)
+        rc = launch.launch(n_ranks, argv, args.mpiexec_arg)
     if rc == 0 and not _run_ok(out):
         # mpiexec can return 0 when a rank vanished without finalizing (MPI-NOTES.md)
         print(f"streampipe run: mpiexec returned 0 but the run file {out} does not say the run "
@@ -114,21 +132,33 @@ def cmd_run(args: argparse.Namespace) -> int:
     return rc
 
 
+def _launch_live(n: int, argv: list[str], extra: list[str], out: str) -> int:
+    """``launch`` with the live table on this terminal (``streampipe watch`` in a thread); the
+    ranks' output is printed above it."""
+    from rich.console import Console
+
+    console = Console()
+    done = threading.Event()
+    watcher = threading.Thread(target=live.watch, args=(live.live_path(out),),
+                               kwargs={"stop": done.is_set, "console": console}, daemon=True)
+    watcher.start()
+    try:
+        return launch.launch(n, argv, extra, on_line=lambda text: console.print(
+            text, end="", markup=False, highlight=False, soft_wrap=True))
+    finally:
+        done.set()
+        watcher.join(5)
+
+
 def _run_ok(path: str) -> bool:
     try:
-        import h5py
-
-        with h5py.File(path, "r") as f:
-            return f.attrs.get("status") == "ok"
-    except OSError:
+        return runfile.status(path) == "ok"
+    except ValueError:
         return False
 
 
 def _run_here(args: argparse.Namespace, faults: list, start_seq: int, state: object) -> int:
     from mpi4py import MPI
-
-    from .runfile import default_path
-    from .runtime import RunOptions, run_rank
 
     comm = MPI.COMM_WORLD
     err = None
@@ -143,12 +173,15 @@ def _run_here(args: argparse.Namespace, faults: list, start_seq: int, state: obj
         if comm.Get_rank() == 0:
             print(f"streampipe run: error: {first}", file=sys.stderr, flush=True)
         return 2
-    out = args.out or (comm.bcast(default_path(spec.name) if comm.Get_rank() == 0 else None))
+    out = args.out or comm.bcast(runfile.default_path(spec.name) if comm.Get_rank() == 0
+                                 else None)
+    if comm.Get_rank() == 0:
+        # no rank can finish (and write its shard) before rank 0 has taken part in the run's
+        # start-up collectives, so this runs first: nothing of an earlier run gets linked
+        runfile.clear_shards(out)
     opts = RunOptions(out=out, faults=faults, start_seq=start_seq, resume_state=state,
-                      quiet=args.quiet, progress=os.environ.get("STREAMPIPE_PROGRESS") == "1")
+                      quiet=args.quiet, progress=bool(config.from_env("progress")))
     if spec.train is not None:
-        from .train import run_train
-
         run_train(spec, comm, opts)  # prints its own report on rank 0
         return 0
     result = run_rank(spec, comm, opts)
@@ -161,34 +194,85 @@ def _format_result(result: Any) -> str:
     if isinstance(result, str) or type(result).__str__ not in (object.__str__, dict.__str__,
                                                                list.__str__, tuple.__str__):
         return f"result:\n{result}"
-    import pprint
-
     text = pprint.pformat(result, width=100, compact=True)
     return "result: " + (text if len(text) < 2000 else text[:2000] + " ...")
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from . import report
-
+    """``streampipe report RUN.h5 [--json] [--trace OUT.json] [--plot OUT.png]``."""
     if not Path(args.runfile).exists():
         raise FileNotFoundError(f"run file {args.runfile!r} not found")
-    return report.main(args)
+    run = runfile.read(args.runfile)
+    meta, ranks = run["meta"], run["ranks"]
+    plan = Plan.from_dict(meta["plan"])
+    summary = summarize(plan, ranks)
+    doc = analyze(plan, ranks, meta, summary)
+    if args.trace:
+        write_trace(args.trace, plan, ranks)
+    if args.plot:
+        write_plot(args.plot, plan, ranks, doc, run.get("live"))
+    if args.json:
+        print(json.dumps(doc, indent=1, allow_nan=False))
+    else:
+        print_rich(doc, summary)
+    return 0
+
+
+def cmd_watch(args: argparse.Namespace) -> int:
+    """``streampipe watch RUN.h5``: the live table until the run ends (its status sets the
+    exit code: 0 ok, 1 failed)."""
+    path = Path(args.runfile)
+    path = path if path.suffix == ".jsonl" else live.live_path(args.runfile)
+    if not path.exists():
+        print(f"streampipe watch: waiting for {path} ...", file=sys.stderr, flush=True)
+    try:
+        status = live.watch(path)
+    except KeyboardInterrupt:
+        return 130
+    return 0 if status == "ok" else 1
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    from .plan import make_plan
-
     spec = load_job(args.job, args.overrides)
-    if spec.train is not None:
-        from .train import plan_text
-
-        print(plan_text(spec))
-        return 0
-    print(make_plan(spec).format())
+    print(plan_text(spec) if spec.train is not None else make_plan(spec).format())
     return 0
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    from . import sim
-
-    return sim.main(args)
+    """``streampipe simulate JOB [--times ...] [--from RUN.h5] [--items N] [--advise RANKS]``."""
+    spec = load_job(args.job, args.overrides)
+    plan = make_plan(spec)
+    run = runfile.read(args.from_run) if args.from_run else None
+    times = sim.job_times(plan, args.times, run)
+    missing = [s.name for s in plan.stages if s.name not in times]
+    if len(missing) == len(plan.stages):
+        raise ValueError("simulate: no stage times given: pass --times STAGE=TIME,... "
+                         "or --from RUN.h5")
+    n = args.items
+    if n is None:
+        first = run["summary"].get(plan.stages[0].name, {}) if run else {}
+        n = int(first.get("items", 0)) or 1000
+    print("stage times: " + ", ".join(f"{s.name}={times.get(s.name, sim.Dist('const'))}"
+                                      for s in plan.stages))
+    if missing:
+        print(f"(no time given for {', '.join(missing)}: taken as 0)")
+    flow = sim.job_flows(plan, args.times, run)
+    if flow:
+        print("items per input: " + ", ".join(f"{k}={v}" for k, v in flow.items()))
+    if args.latency:
+        lat = sim.parse_time(args.latency, "--latency")
+    else:
+        lat = sim.latency_from_run(run) if run else 0.0
+    if lat:
+        print(f"latency per hop: {1e3 * lat:.3f} ms" + (" (median in the run file)"
+                                                        if run and not args.latency else ""))
+    res = sim.simulate(plan, times, n, latency=lat, flow=flow)
+    print(sim.format_result(res, f"simulated {plan.name!r} ({plan.size} ranks)"))
+    if run:
+        real = pipeline_rate(summary_rows(run["summary"]))
+        print(f"measured {real:.1f} items/s, simulated {res.throughput:.1f} items/s "
+              f"(ratio {res.throughput / real:.3f})")
+    if args.advise:
+        print()
+        print(advise(spec, times, args.advise, n_items=min(n, 2000)).format())
+    return 0

@@ -7,7 +7,8 @@ consecutive ranks whose first one (the root) does all channel traffic.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
 
 from .job import JobSpec
 
@@ -36,6 +37,14 @@ class StagePlan:
     @property
     def ranks(self) -> tuple[int, ...]:
         return tuple(r for g in self.groups for r in g)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> StagePlan:
+        """The inverse of ``asdict``; keys this version does not know are ignored."""
+        known = {f.name for f in fields(cls)}
+        kw = {k: v for k, v in d.items() if k in known}
+        kw["groups"] = tuple(tuple(int(r) for r in g) for g in d["groups"])
+        return cls(**kw)
 
 
 @dataclass(frozen=True)
@@ -71,6 +80,25 @@ class Plan:
     @property
     def size(self) -> int:
         return sum(len(s.ranks) for s in self.stages)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able data (what a run file stores); :meth:`from_dict` reads it back."""
+        return {"name": self.name, "stages": [asdict(s) for s in self.stages],
+                "ordered": self.ordered, "batch": self.batch, "start_seq": self.start_seq,
+                "markers": list(self.markers)}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Plan:
+        """A Plan from :meth:`to_dict` data, also from older run files (no ``name`` or
+        ``markers``) and training run files (one pseudo-stage per rank, extra keys ignored)."""
+        return cls(name=d.get("name", ""), stages=[StagePlan.from_dict(s) for s in d["stages"]],
+                   ordered=bool(d.get("ordered", True)), batch=int(d.get("batch", 1)),
+                   start_seq=int(d.get("start_seq", 0)),
+                   markers=[bool(m) for m in d.get("markers", [])])
+
+    def rank_stage(self) -> dict[int, StagePlan]:
+        """Rank -> the stage it runs."""
+        return {r: s for s in self.stages for r in s.ranks}
 
     def stage_of(self, rank: int) -> StagePlan:
         for s in self.stages:

@@ -8,9 +8,18 @@ Layout (attributes in brackets)::
                       start) [stage, stage_index, replica, group_rank, host, wall0, elapsed,
                       time_<state>, items_in, items_out, held_area, held_peak, edges_json, ...]
     /summary/{stage}  [items, throughput, busy, starved, blocked, transfer, io, other, L, lam, W,
-                       little_residual, ...]   (see streampipe.report.summarize)
+                       little_residual, ...]   (a streampipe.summary.StageRow)
+    /live/{series}    per-second series of the live view (time, per stage items and time split)
 
-A failed run writes the ranks it could collect; missing ranks have no group.
+A rank may instead write its own record to ``RUN.h5.ranks/rank-NNNNN.h5`` (same layout at the
+shard's root); ``/ranks/{r}`` is then an external link to it, relative to the run file's
+folder. Copy the run file together with its ``.ranks`` folder.
+
+A failed run writes the ranks it could collect; missing ranks have no group. Storage only: this
+module knows the layout, not what the numbers mean (``streampipe.report``) nor when a run file is
+written (``streampipe.finish``). Values HDF5 cannot hold as attributes (tables, lists, integers
+beyond 64 bits) are stored as JSON in ``<key>_json``; strings lose NUL bytes (Open MPI's library
+version ends in one, and HDF5 strings cannot hold them).
 """
 
 from __future__ import annotations
@@ -19,13 +28,16 @@ import json
 import os
 import sys
 import time
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from .events import as_events
+from .version import __version__
+
 FORMAT = 1
+INT64 = (-2**63, 2**63 - 1)
 
 
 def _jsonable(obj: Any) -> Any:
@@ -42,45 +54,104 @@ def default_path(job_name: str) -> str:
     return str(Path("runs") / f"{job_name}-{stamp}.h5")
 
 
-def write(path: str, meta: dict[str, Any], ranks: list[dict | None],
-          summary: dict[str, dict]) -> None:
-    """Write a run file atomically (a reader never sees half a file)."""
+def _put(attrs: Any, key: str, value: Any) -> None:
+    """One attribute: scalars natively, anything else as JSON under ``<key>_json``."""
+    if isinstance(value, str):
+        attrs[key] = value.replace("\x00", "")
+    elif isinstance(value, (bool, float, np.generic)) or (
+            isinstance(value, int) and INT64[0] <= value <= INT64[1]):
+        attrs[key] = value
+    else:
+        attrs[f"{key}_json"] = json.dumps(_jsonable(value))
+
+
+def shard_dir(path: str) -> Path:
+    """Where the ranks of run file ``path`` write their shards: ``RUN.h5.ranks/`` beside it."""
+    p = Path(path)
+    return p.with_name(p.name + ".ranks")
+
+
+def clear_shards(path: str) -> None:
+    """Remove the shards of an earlier run with the same run file (called before any rank
+    writes: a stale shard of a rank that fails to write its own would be linked instead)."""
+    d = shard_dir(path)
+    if d.is_dir():
+        for f in d.glob("rank-*.h5*"):
+            f.unlink(missing_ok=True)
+
+
+def shard_path(path: str, rank: int) -> Path:
+    return shard_dir(path) / f"rank-{rank:05d}.h5"
+
+
+def _write_rank(g: Any, d: dict[str, Any]) -> None:
+    g.create_dataset("events", data=as_events(d.get("events", ())))
+    for k, v in d.items():
+        if k == "events":
+            continue
+        if k == "time":
+            for state, secs in v.items():
+                g.attrs[f"time_{state}"] = secs
+        else:
+            _put(g.attrs, k, v)
+
+
+def _read_rank(g: Any) -> dict[str, Any]:
+    d = _attrs(g)
+    d["time"] = {k[5:]: d.pop(k) for k in list(d) if k.startswith("time_")}
+    d["events"] = g["events"][()]
+    return d
+
+
+def _atomic(path: Path) -> tuple[Path, Path]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path, path.with_name(path.name + f".tmp{os.getpid()}")
+
+
+def write_shard(path: str, rank: int, d: dict[str, Any]) -> Path:
+    """One rank's whole record (its events and attributes) in its own file beside the run file
+    ``path``; written by that rank, so no rank ever holds another rank's events."""
     import h5py
 
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(p.name + f".tmp{os.getpid()}")
+    p, tmp = _atomic(shard_path(path, rank))
+    with h5py.File(tmp, "w") as f:
+        f.attrs["format"] = FORMAT
+        _write_rank(f, d)
+    os.replace(tmp, p)
+    return p
+
+
+def write(path: str, meta: dict[str, Any], ranks: list[dict | None],
+          summary: dict[str, dict], series: dict[str, Any] | None = None) -> None:
+    """Write a run file atomically (a reader never sees half a file).
+
+    A rank whose shard exists (:func:`write_shard`) is linked (an HDF5 external link, relative to
+    the run file's folder), else its record in ``ranks`` is stored in the file itself; a rank
+    with neither is missing. ``series`` (name -> equal-length arrays) goes to ``/live``.
+    """
+    import h5py
+
+    p, tmp = _atomic(Path(path))
     with h5py.File(tmp, "w") as f:
         f.attrs["format"] = FORMAT
         for k, v in meta.items():
-            if isinstance(v, (int, float, str, bool, np.generic)):
-                f.attrs[k] = v
-            else:
-                f.attrs[f"{k}_json"] = json.dumps(_jsonable(v))
+            _put(f.attrs, k, v)
         g = f.create_group("ranks")
-        for r, d in enumerate(ranks):
-            if d is None:
-                continue
-            rg = g.create_group(str(r))
-            rg.create_dataset("events", data=np.asarray(d["events"], dtype=np.float64))
-            for k, v in d.items():
-                if k == "events":
-                    continue
-                if k == "time":
-                    for state, secs in v.items():
-                        rg.attrs[f"time_{state}"] = secs
-                elif isinstance(v, (int, float, str, bool, np.generic)):
-                    rg.attrs[k] = v
-                else:
-                    rg.attrs[f"{k}_json"] = json.dumps(_jsonable(v))
-        sg = f.create_group("summary")
+        for r in range(max(len(ranks), int(meta.get("ranks", 0)))):
+            shard = shard_path(path, r)
+            if shard.exists():
+                g[str(r)] = h5py.ExternalLink(str(shard.relative_to(p.parent)), "/")
+            elif r < len(ranks) and ranks[r] is not None:
+                _write_rank(g.create_group(str(r)), ranks[r])
+        sg = f.create_group("summary", track_order=True)  # stage order, not alphabetical
         for stage, row in summary.items():
             st = sg.create_group(stage)
             for k, v in row.items():
-                if isinstance(v, (int, float, str, bool, np.generic)):
-                    st.attrs[k] = v
-                else:
-                    st.attrs[f"{k}_json"] = json.dumps(_jsonable(v))
+                _put(st.attrs, k, v)
+        if series:
+            lg = f.create_group("live", track_order=True)
+            for k, v in series.items():
+                lg.create_dataset(k, data=np.asarray(v))
     os.replace(tmp, p)
 
 
@@ -99,7 +170,8 @@ def _attrs(obj: Any) -> dict[str, Any]:
 
 
 def read(path: str) -> dict[str, Any]:
-    """Read a run file back into plain data: ``{"meta", "ranks", "summary"}``."""
+    """Read a run file (and its rank shards) back into plain data: ``{"meta", "ranks",
+    "summary", "live"}``. Shards are looked up beside the run file, wherever it was copied to."""
     import h5py
 
     try:
@@ -112,52 +184,55 @@ def read(path: str) -> dict[str, Any]:
         meta = _attrs(f)
         n = int(meta.get("ranks", 0))
         ranks: list[dict | None] = [None] * n
-        for key, rg in f["ranks"].items():
-            d = _attrs(rg)
-            d["time"] = {k[5:]: d.pop(k) for k in list(d) if k.startswith("time_")}
-            d["events"] = rg["events"][()]
-            ranks[int(key)] = d
+        for key in f["ranks"]:
+            link = f["ranks"].get(key, getlink=True)
+            if isinstance(link, h5py.ExternalLink):
+                # opened by hand, relative to this file: HDF5 would try the working directory
+                shard = Path(path).parent / link.filename
+                if not shard.exists():
+                    continue  # a copy without its shards: that rank is missing
+                with h5py.File(shard, "r") as sf:
+                    d = _read_rank(sf[link.path])
+            else:
+                d = _read_rank(f["ranks"][key])
+            r = int(key)
+            ranks.extend([None] * (r + 1 - len(ranks)))
+            ranks[r] = d
         summary = {k: _attrs(v) for k, v in f["summary"].items()}
-    return {"meta": meta, "ranks": ranks, "summary": summary}
+        live = {k: v[()] for k, v in f["live"].items()} if "live" in f else {}
+    # stage order (files before track_order list their groups alphabetically)
+    order = {s["name"]: i for i, s in enumerate(meta.get("plan", {}).get("stages", []))}
+    summary = dict(sorted(summary.items(), key=lambda kv: order.get(kv[0], len(order))))
+    return {"meta": meta, "ranks": ranks, "summary": summary, "live": live}
 
 
 def versions() -> dict[str, str]:
-    from . import __version__
-
+    """streampipe, Python, mpi4py and MPI library versions (for the run file's root)."""
     out = {"streampipe": __version__, "python": sys.version.split()[0]}
     try:
         import mpi4py
         from mpi4py import MPI
 
         out["mpi4py"] = mpi4py.__version__
-        out["mpi"] = MPI.Get_library_version().splitlines()[0].strip()
+        out["mpi"] = mpi_library(MPI.Get_library_version())
     except Exception:  # noqa: BLE001
         pass
     return out
 
 
-def finish_run(spec: Any, plan: Any, opts: Any, ranks: list[dict | None], status: str,
-               error: str | None, result: Any) -> None:
-    """Summarise, write the run file (if asked for) and print the short report (rank 0)."""
-    from .report import short_text, summarize
+def mpi_library(text: str) -> str:
+    """The first line of ``MPI_Get_library_version``, without the trailing NUL Open MPI adds."""
+    lines = text.replace("\x00", "").strip().splitlines()
+    return lines[0].strip() if lines else ""
 
-    summary = summarize(plan, ranks)
-    if opts.out:
-        present = [d for d in ranks if d is not None]
-        meta = {
-            "status": status, "error": error or "", "job_name": spec.name, "job_text": spec.text,
-            "plan": {"stages": [asdict(s) for s in plan.stages], "ordered": plan.ordered,
-                     "batch": plan.batch, "start_seq": plan.start_seq},
-            **versions(), "ranks": len(ranks),
-            "hosts": [d["host"] if d else None for d in ranks],
-            "start_time": min((d["wall0"] for d in present), default=time.time()),
-            "wall_time": max((d["elapsed"] for d in present), default=0.0),
-            "result": _jsonable(result),
-        }
-        write(opts.out, meta, ranks, summary)
-    if status == "ok" and opts.report and not opts.quiet:
-        print(short_text(plan, summary, ranks), flush=True)
-        if opts.out:
-            print(f"run file: {opts.out}  (streampipe report {opts.out})", flush=True)
-    elif status != "ok" and opts.out:
-        print(f"streampipe: run failed; partial run file: {opts.out}", file=sys.stderr, flush=True)
+
+def status(path: str) -> str:
+    """The ``status`` a run file records ("ok", "failed"; "" when it has none)."""
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            v = f.attrs.get("status", "")
+    except OSError as exc:
+        raise ValueError(f"run file {path!r}: cannot open as HDF5 ({exc})") from None
+    return v.decode() if isinstance(v, bytes) else str(v)

@@ -21,6 +21,7 @@ from typing import Any
 from . import metrics as M
 from .channel import END, FINAL, ITEM, TOMB, FeedbackIn, InPort, OutPort
 from .faults import Fault
+from .finish import finish_run
 from .job import JobSpec, instantiate
 from .plan import Plan, Role, make_plan
 from .stage import Context, Sink, Source
@@ -548,8 +549,6 @@ def _finish(rt: RankRuntime, result: Any) -> Any:
         ranks = [got[r][0] for r in range(rt.size)]
         results = [got[r][2] for r in range(rt.size) if got[r][1]]
         final = results[0] if len(results) == 1 else results
-        from .runfile import finish_run
-
         finish_run(rt.spec, rt.plan, rt.opts, ranks, status="ok", error=None, result=final)
         for r in range(1, rt.size):
             t.send(r, CONTROL, FINAL_EDGE, final)
@@ -601,8 +600,6 @@ def _fail(rt: RankRuntime, exc: BaseException | None, failed_rank: int,
             except Exception:  # noqa: BLE001 - stray messages of the dead run
                 pass
         try:
-            from .runfile import finish_run
-
             err = msg if exc is not None else remote_message or f"rank {failed_rank} failed"
             ranks = [got[r][0] if isinstance(got.get(r), tuple) else got.get(r)
                      for r in range(rt.size)]
@@ -618,3 +615,4 @@ def _fail(rt: RankRuntime, exc: BaseException | None, failed_rank: int,
         time.sleep(grace + 3.0)  # rank 0 aborts everyone once the run file is written
     sys.stderr.flush()
     rt.comm.Abort(1)
+    os._exit(1)  # Abort does not return; if it ever did, run_rank must not go on to _finish

@@ -46,11 +46,14 @@ from typing import Any
 
 import numpy as np
 
-from .plan import Plan
+from . import runfile
+from .events import SEQ, T_END, T_RECV, T_SENT, T_START, as_events, empty, on_wall
+from .plan import Plan, StagePlan
+from .summary import StageRow, pipeline_rate, rows
 
 __all__ = ["Dist", "Flow", "SimResult", "parse_time", "parse_dist", "parse_times", "parse_flows",
            "times_from_run", "flows_from_run", "latency_from_run", "simulate", "pipeline_rate",
-           "main"]
+           "format_result", "job_times", "job_flows"]
 
 UNITS = {"s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "ns": 1e-9}
 KINDS = ("const", "normal", "lognormal", "exp", "empirical", "trace")
@@ -196,62 +199,68 @@ def parse_flows(spec: str) -> dict[str, Flow]:
     return out
 
 
-def times_from_run(run: str | Mapping[str, Any], kind: str = "trace") -> dict[str, Dist]:
+RunData = Mapping[str, Any]  # what streampipe.runfile.read returns
+
+
+def _run(run: str | RunData) -> RunData:
+    return runfile.read(run) if isinstance(run, str) else run
+
+
+def _stage_roots(run: RunData) -> list[tuple[StagePlan, list[Mapping[str, Any]]]]:
+    """Per stage of the run's plan: the records of its replica roots that reported."""
+    plan = Plan.from_dict(run["meta"]["plan"])
+    ranks = run["ranks"]
+    return [(st, [ranks[r] for r in st.roots if r < len(ranks) and ranks[r] is not None])
+            for st in plan.stages]
+
+
+def times_from_run(run: str | RunData, kind: str = "trace") -> dict[str, Dist]:
     """Service times (``t_end - t_start`` of every item, plus the rank's transfer time spread
     over its items) per stage of a run file, in sequence order: ``trace`` replays them item by
     item, ``empirical`` resamples them."""
-    if isinstance(run, str):
-        from .runfile import read
-
-        run = read(run)
-    out: dict[str, list[np.ndarray]] = {}
-    for d in run["ranks"]:
-        if d is None or d.get("group_rank", 0) != 0:
-            continue
-        ev = np.asarray(d["events"], dtype=float).reshape(-1, 5)
-        # time the rank spent moving data (pickling, copies, rendezvous) also occupies it, and
-        # so does a GPU stage's wait for its kernels when it fell outside the item's events
-        # (gpu_sync_lazy_s, docs/gpu.md)
-        xfer = (d.get("time", {}).get("transfer", 0.0)
-                + d.get("gpu_sync_lazy_s", 0.0)) / max(len(ev), 1)
-        ev = ev.copy()
-        ev[:, 3] += xfer
-        out.setdefault(d["stage"], []).append(ev)
     dists = {}
-    for k, v in out.items():
-        ev = np.concatenate(v)
-        ev = ev[np.argsort(ev[:, 0], kind="stable")]
-        dists[k] = Dist(kind, samples=ev[:, 3] - ev[:, 2])
+    for st, roots in _stage_roots(_run(run)):
+        parts = []
+        for d in roots:
+            ev = as_events(d["events"])
+            # time the rank spent moving data (pickling, copies, rendezvous) also occupies it,
+            # and so does a GPU stage's wait for its kernels when it fell outside the item's
+            # events (gpu_sync_lazy_s, docs/gpu.md)
+            xfer = (d.get("time", {}).get("transfer", 0.0)
+                    + d.get("gpu_sync_lazy_s", 0.0)) / max(len(ev), 1)
+            parts.append((ev[:, SEQ], ev[:, T_END] - ev[:, T_START] + xfer))
+        if not parts:
+            continue
+        seq = np.concatenate([p[0] for p in parts])
+        service = np.concatenate([p[1] for p in parts])
+        dists[st.name] = Dist(kind, samples=service[np.argsort(seq, kind="stable")])
     return dists
 
 
-def latency_from_run(run: str | Mapping[str, Any]) -> float:
+def latency_from_run(run: str | RunData) -> float:
     """Median delay from an item's send at one stage to its receipt at the next (wall clock),
     over the items that found their rank idle (a busy rank takes messages in only between
     items, and that wait is queueing, which the simulation adds itself)."""
-    if isinstance(run, str):
-        from .runfile import read
-
-        run = read(run)
     sent: dict[tuple[int, float], float] = {}
     ranks = []
-    for d in run["ranks"]:
-        if d is not None and d.get("group_rank", 0) == 0 and len(d["events"]):
-            ev = np.asarray(d["events"], dtype=float).reshape(-1, 5).copy()
-            ev[:, 1:] += d["wall0"]
-            k = int(d["stage_index"])
-            sent.update({(k, q): t for q, t in zip(ev[:, 0], ev[:, 4], strict=True)})
-            ranks.append((k, ev[np.argsort(ev[:, 1])]))
+    for st, roots in _stage_roots(_run(run)):
+        for d in roots:
+            ev = on_wall(d)
+            if not len(ev):
+                continue
+            sent.update({(st.index, q): t for q, t in zip(ev[:, SEQ], ev[:, T_SENT],
+                                                          strict=True)})
+            ranks.append((st.index, ev[np.argsort(ev[:, T_RECV])]))
     gaps = []
     for k, ev in ranks:
-        prev_sent = np.concatenate([[-np.inf], ev[:-1, 4]])
-        for q, r, p in zip(ev[:, 0], ev[:, 1], prev_sent, strict=True):
+        prev_sent = np.concatenate([[-np.inf], ev[:-1, T_SENT]])
+        for q, r, p in zip(ev[:, SEQ], ev[:, T_RECV], prev_sent, strict=True):
             if (k - 1, q) in sent and r > p:  # the rank was waiting for this item
                 gaps.append(r - max(sent[(k - 1, q)], p))
     return max(float(np.median(gaps)), 0.0) if gaps else 0.0
 
 
-def flows_from_run(run: str | Mapping[str, Any]) -> dict[str, Flow]:
+def flows_from_run(run: str | RunData) -> dict[str, Flow]:
     """Each stage's outputs per input (``items_out / items`` of the run summary) and whether it
     is a barrier, for the stages where the items change.
 
@@ -262,42 +271,30 @@ def flows_from_run(run: str | Mapping[str, Any]) -> dict[str, Flow]:
     the steps of a generator it returns, so busy time minus per-item times would miss the
     merge a sorter does between yields (the larger of the two is taken).
     """
-    if isinstance(run, str):
-        from .runfile import read
-
-        run = read(run)
-    ev: dict[int, list[np.ndarray]] = {}
-    names: dict[int, str] = {}
-    ranks: dict[int, list[Mapping[str, Any]]] = {}
-    for d in run["ranks"]:
-        if d is None or d.get("group_rank", 0) != 0:
-            continue
-        k = int(d["stage_index"])
-        e = np.asarray(d["events"], dtype=float).reshape(-1, 5).copy()
-        e[:, 1:] += d["wall0"]
-        ev.setdefault(k, []).append(e)
-        names[k] = d["stage"]
-        ranks.setdefault(k, []).append(d)
-    last = max(names) if names else -1
+    run = _run(run)
+    stages = [(st, roots) for st, roots in _stage_roots(run) if roots]
+    summary = rows(run["summary"])
+    ev = {st.index: np.concatenate([on_wall(d) for d in roots]) for st, roots in stages}
+    last = max((st.index for st, _ in stages), default=-1)
     lat = None
     out: dict[str, Flow] = {}
-    for k, name in names.items():
-        row = run["summary"].get(name, {})
-        n_in, n_out = int(row.get("items", 0)), int(row.get("items_out", 0))
-        if k == last or n_in == 0:
+    for st, roots in stages:
+        row = summary.get(st.name)
+        n_in, n_out = (row.items, row.items_out) if row else (0, 0)
+        if st.index == last or n_in == 0:
             continue
         f = Flow(ratio=n_out / n_in)
-        mine, nxt = np.concatenate(ev[k]), np.concatenate(ev.get(k + 1, [np.empty((0, 5))]))
+        mine, nxt = ev[st.index], ev.get(st.index + 1, empty())
         if n_in >= 2 and n_out > 0 and len(mine) and len(nxt):
-            last_end = float(mine[:, 3].max())
-            first_down = float(nxt[:, 1].min())
+            last_end = float(mine[:, T_END].max())
+            first_down = float(nxt[:, T_RECV].min())
             if first_down > last_end:
                 lat = latency_from_run(run) if lat is None else lat
                 work = sum(d["time"].get("busy", 0.0) + d["time"].get("io", 0.0)
-                           for d in ranks[k]) - float((mine[:, 3] - mine[:, 2]).sum())
+                           for d in roots) - float((mine[:, T_END] - mine[:, T_START]).sum())
                 f = Flow(f.ratio, True, max(first_down - last_end - lat, work, 0.0))
         if f.changes:
-            out[name] = f
+            out[st.name] = f
     return out
 
 
@@ -305,7 +302,7 @@ def flows_from_run(run: str | Mapping[str, Any]) -> dict[str, Flow]:
 class SimResult:
     """A simulated run: the report's per-stage summary plus the raw times when kept."""
 
-    summary: dict[str, dict[str, Any]]
+    summary: dict[str, StageRow]
     makespan: float
     items: int
     events: dict[str, np.ndarray] = field(default_factory=dict)  # stage -> (n, 5) like a run
@@ -313,18 +310,6 @@ class SimResult:
     @property
     def throughput(self) -> float:
         return pipeline_rate(self.summary)
-
-
-def pipeline_rate(summary: Mapping[str, Mapping[str, Any]]) -> float:
-    """Source items over the whole span of the run (first source start to last sink send).
-
-    Computed the same way from a real run's summary and a simulated one, so the two compare.
-    """
-    rows = list(summary.values())
-    if not rows:
-        return 0.0
-    span = max(r["t_last"] for r in rows) - min(r["t_first"] for r in rows)
-    return rows[0]["items"] / span if span > 0 else float("inf")
 
 
 def _stage_dists(plan: Plan, times: Mapping[str, Dist] | Sequence[Dist]) -> list[Dist]:
@@ -498,16 +483,14 @@ def simulate(plan: Plan, times: Mapping[str, Dist] | Sequence[Dist], n_items: in
         service = float(busy[k]) / per
         span = max(makespan * s.replicas, 1e-12)  # every rank lives for the whole run
         b, bl = float(busy[k]) / span, float(blocked[k]) / span
-        summary[s.name] = {
-            "kind": s.kind, "replicas": s.replicas, "group": s.group, "items": nk,
-            "items_out": out, "window": window, "t_first": float(t_first[k]),
-            "t_last": float(t_last[k]), "throughput": lam, "service": service,
-            "cost": service, "bound": s.replicas / service if service > 0 else float("inf"),
-            "L": lam * W, "lam": lam, "W": W, "little_residual": 0.0, "held_peak": 0,
-            "Wq": float(wait[k]) / per, "Lq": lam * float(wait[k]) / per,
-            "io_bytes": 0, "busy": b, "starved": max(0.0, 1.0 - b - bl), "blocked": bl,
-            "transfer": 0.0, "io": 0.0, "other": 0.0, "edges": {},
-        }
+        summary[s.name] = StageRow(
+            kind=s.kind, replicas=s.replicas, group=s.group, capacity=s.capacity, items=nk,
+            items_out=out, window=window, t_first=float(t_first[k]), t_last=float(t_last[k]),
+            throughput=lam, service=service, cost=service,
+            bound=s.replicas / service if service > 0 else float("inf"),
+            L=lam * W, lam=lam, W=W, queue_W=float(wait[k]) / per,
+            queue_L=lam * float(wait[k]) / per, busy=b, starved=max(0.0, 1.0 - b - bl),
+            blocked=bl)
     return SimResult(summary, makespan, n_items, events)
 
 
@@ -519,80 +502,32 @@ def format_result(res: SimResult, title: str) -> str:
              f"{res.throughput:.1f} items/s", head, "-" * len(head)]
     for name, r in res.summary.items():
         lines.append(
-            f"{name[:13]:<14}{r['replicas']:>4}{r['throughput']:>10.1f}"
-            + "".join(f"{100 * r[k]:>5.0f}%" for k in ("busy", "starved", "blocked"))
-            + f"{1e3 * r['service']:>9.3f}{r['bound']:>10.1f}{r['L']:>7.2f}{1e3 * r['W']:>8.2f}"
-            f"{r['Lq']:>7.2f}{1e3 * r['Wq']:>8.2f}")
-    slow = min(res.summary, key=lambda n: res.summary[n]["bound"])
-    lines.append(f"bottleneck: stage {slow!r} (bound {res.summary[slow]['bound']:.1f} items/s, "
-                 f"busy {100 * res.summary[slow]['busy']:.0f}% per replica)")
+            f"{name[:13]:<14}{r.replicas:>4}{r.throughput:>10.1f}"
+            + "".join(f"{100 * x:>5.0f}%" for x in (r.busy, r.starved, r.blocked))
+            + f"{1e3 * r.service:>9.3f}{r.bound:>10.1f}{r.L:>7.2f}{1e3 * r.W:>8.2f}"
+            f"{r.queue_L:>7.2f}{1e3 * r.queue_W:>8.2f}")
+    slow = min(res.summary, key=lambda n: res.summary[n].bound)
+    lines.append(f"bottleneck: stage {slow!r} (bound {res.summary[slow].bound:.1f} items/s, "
+                 f"busy {100 * res.summary[slow].busy:.0f}% per replica)")
     return "\n".join(lines)
 
 
-def job_times(plan: Plan, times: str = "", from_run: str | None = None) -> dict[str, Dist]:
-    """Stage times for ``plan`` from a run file and/or a --times string (which wins)."""
+def job_times(plan: Plan, times: str = "", run: RunData | None = None) -> dict[str, Dist]:
+    """Stage times for ``plan`` from a run file's data and/or a --times string (which wins)."""
     out: dict[str, Dist] = {}
-    if from_run:
-        measured = times_from_run(from_run)
+    if run is not None:
+        measured = times_from_run(run)
         out.update({s.name: measured[s.name] for s in plan.stages if s.name in measured})
     out.update(parse_times(times))
     return out
 
 
-def job_flows(plan: Plan, times: str = "", from_run: str | None = None) -> dict[str, Flow]:
-    """Stage flows (fan-out, drops, barriers) from a run file and/or --times suffixes (which
-    win)."""
+def job_flows(plan: Plan, times: str = "", run: RunData | None = None) -> dict[str, Flow]:
+    """Stage flows (fan-out, drops, barriers) from a run file's data and/or --times suffixes
+    (which win)."""
     out: dict[str, Flow] = {}
-    if from_run:
-        measured = flows_from_run(from_run)
+    if run is not None:
+        measured = flows_from_run(run)
         out.update({s.name: measured[s.name] for s in plan.stages if s.name in measured})
     out.update(parse_flows(times))
     return out
-
-
-def main(args: Any) -> int:
-    """``streampipe simulate JOB [--times ...] [--from RUN.h5] [--items N] [--advise RANKS]``."""
-    from .job import load_job
-    from .plan import make_plan
-
-    spec = load_job(args.job, args.overrides)
-    plan = make_plan(spec)
-    times = job_times(plan, args.times, args.from_run)
-    missing = [s.name for s in plan.stages if s.name not in times]
-    if len(missing) == len(plan.stages):
-        raise ValueError("simulate: no stage times given: pass --times STAGE=TIME,... "
-                         "or --from RUN.h5")
-    n = args.items
-    if n is None:
-        n = 1000
-        if args.from_run:
-            from .runfile import read
-
-            n = int(read(args.from_run)["summary"][plan.stages[0].name]["items"]) or 1000
-    print("stage times: " + ", ".join(f"{s.name}={times.get(s.name, Dist('const'))}"
-                                      for s in plan.stages))
-    if missing:
-        print(f"(no time given for {', '.join(missing)}: taken as 0)")
-    flow = job_flows(plan, args.times, args.from_run)
-    if flow:
-        print("items per input: " + ", ".join(f"{k}={v}" for k, v in flow.items()))
-    lat = parse_time(args.latency, "--latency") if getattr(args, "latency", None) else 0.0
-    if args.from_run and not getattr(args, "latency", None):
-        lat = latency_from_run(args.from_run)
-    if lat:
-        print(f"latency per hop: {1e3 * lat:.3f} ms" + (" (median in the run file)"
-                                                        if args.from_run else ""))
-    res = simulate(plan, times, n, latency=lat, flow=flow)
-    print(format_result(res, f"simulated {plan.name!r} ({plan.size} ranks)"))
-    if args.from_run:
-        from .runfile import read
-
-        real = pipeline_rate(read(args.from_run)["summary"])
-        print(f"measured {real:.1f} items/s, simulated {res.throughput:.1f} items/s "
-              f"(ratio {res.throughput / real:.3f})")
-    if getattr(args, "advise", None):
-        from .advisor import advise
-
-        print()
-        print(advise(spec, times, args.advise, n_items=min(n, 2000)).format())
-    return 0

@@ -15,12 +15,13 @@ from typing import Any
 
 import numpy as np
 
-from .report import SEQ, T_END, T_RECV, T_SENT, T_START, _plan_stages
+from .events import SEQ, STAMPS, T_END, T_RECV, T_SENT, T_START, as_events
+from .plan import Plan
 
 US = 1e6
 
 
-def trace_events(plan: Any, ranks: list[dict | None]) -> list[dict[str, Any]]:
+def trace_events(plan: Plan, ranks: list[dict | None]) -> list[dict[str, Any]]:
     """The trace-event list (``traceEvents``) of a run."""
     present = [d for d in ranks if d is not None]
     if not present:
@@ -30,27 +31,26 @@ def trace_events(plan: Any, ranks: list[dict | None]) -> list[dict[str, Any]]:
                                   "args": {"name": "streampipe"}}]
     prev: list[tuple[int, np.ndarray]] = []  # (rank, shifted events) of the stage before
     flow_id = 0
-    for st in _plan_stages(plan):
+    for st in plan.stages:
         cur = []
-        for rep, g in enumerate(st["groups"]):
+        for rep, g in enumerate(st.groups):
             for k, r in enumerate(g):
                 if r >= len(ranks) or ranks[r] is None:
                     continue
-                label = f"{st['name']}[{rep}]" + (f".{k}" if len(g) > 1 else "") + f" r{r}"
+                label = f"{st.name}[{rep}]" + (f".{k}" if len(g) > 1 else "") + f" r{r}"
                 out.append({"ph": "M", "name": "thread_name", "pid": 0, "tid": r,
                             "args": {"name": label}})
                 out.append({"ph": "M", "name": "thread_sort_index", "pid": 0, "tid": r,
                             "args": {"sort_index": r}})
-        for g in st["groups"]:
-            r = g[0]
+        for r in st.roots:
             if r >= len(ranks) or ranks[r] is None:
                 continue
             d = ranks[r]
-            ev = np.array(d["events"], dtype=np.float64).reshape(-1, 5)
-            ev[:, 1:] = (ev[:, 1:] + (d["wall0"] - origin)) * US
+            ev = as_events(d["events"]).copy()
+            ev[:, STAMPS] = (ev[:, STAMPS] + (d["wall0"] - origin)) * US
             cur.append((r, ev))
             for e in ev:
-                out.append({"ph": "X", "name": st["name"], "cat": "item", "pid": 0, "tid": r,
+                out.append({"ph": "X", "name": st.name, "cat": "item", "pid": 0, "tid": r,
                             "ts": e[T_START], "dur": max(e[T_END] - e[T_START], 0.0),
                             "args": {"seq": _seq(e[SEQ]), "queue_us": e[T_START] - e[T_RECV],
                                      "send_us": e[T_SENT] - e[T_END]}})
@@ -78,7 +78,7 @@ def _seq(x: float) -> int | str:
     return int(x) if math.isfinite(x) else "final"
 
 
-def write_trace(path: str, plan: Any, ranks: list[dict | None]) -> None:
+def write_trace(path: str, plan: Plan, ranks: list[dict | None]) -> None:
     """Write the trace as JSON object format (``{"traceEvents": [...]}``)."""
     doc = {"traceEvents": trace_events(plan, ranks), "displayTimeUnit": "ms"}
     with open(path, "w") as f:

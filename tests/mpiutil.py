@@ -10,6 +10,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from streampipe.launch import launcher
+
 ROOT = Path(__file__).resolve().parent.parent
 CURRENT_TEST = None  # the running pytest item (set by tests/conftest.py)
 
@@ -62,8 +64,7 @@ def streampipe(*args: str, timeout: float = 60.0, cwd: str | Path | None = None)
 
 
 def mpiexec(n: int, *args: str, timeout: float = 60.0) -> Done:
-    """``mpiexec -n N python -m mpi4py ARGS`` with the launcher streampipe itself would use."""
-    from streampipe.launch import find_mpiexec
-
-    return run_cmd([find_mpiexec(), "-n", str(n), sys.executable, "-m", "mpi4py", *args],
+    """``mpiexec -n N python -m mpi4py ARGS`` with the launcher and the per-implementation
+    options streampipe itself would use (streampipe.launch)."""
+    return run_cmd([*launcher().base(n), sys.executable, "-m", "mpi4py", *args],
                    timeout=timeout)

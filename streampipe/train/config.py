@@ -9,13 +9,13 @@ here with the framework's own.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..job import resolve_uses
+from ..job import job_path, resolve_uses
 from ..schedule import GENERATORS
+from .layout import Layout, Pipeline
 from .losses import LOSSES
 from .model_spec import build_model
 from .optim import make_optimizer
@@ -95,23 +95,12 @@ def check_types(table: dict[str, Any], allowed: dict[str, Any], where: str) -> N
 
 
 def _layout_class(uses: str, base: str | None) -> Any:
-    from .layout import Layout, Pipeline
-
     if not uses:
         return Pipeline
     cls = resolve_uses(uses, "train.uses", base=base)
     if not (isinstance(cls, type) and issubclass(cls, Layout)):
         raise ValueError(f"train.uses: {uses!r} is not a streampipe.train.Layout subclass")
     return cls
-
-
-def job_path(name: str, base: str | None) -> Path:
-    """A file named in a job: as given when it exists, else relative to the job file's folder
-    (the rule of ``uses`` in :func:`streampipe.job.resolve_uses`)."""
-    p = Path(name)
-    if not p.is_absolute() and base is not None and not p.exists():
-        p = Path(base).parent / p
-    return p
 
 
 def _check_model_ref(ref: str, base: str | None) -> None:

@@ -20,8 +20,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ..job import JobError, resolve_uses
-from .config import job_path
+from ..job import JobError, job_path, resolve_uses
 
 __all__ = ["Dataset", "Data", "load_source", "check_data", "minibatch_order"]
 

@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from ..schedule import GENERATORS, Action, Schedule, interleaved_1f1b, simulate, validate
+from .data import minibatch_order
 
 __all__ = ["Layout", "Pipeline", "LINK_KINDS"]
 
@@ -234,8 +235,6 @@ class Layout:
 
     def steps(self, epoch: int, sizes: dict[int, int]) -> Iterator[tuple[int, np.ndarray]]:
         """``(path, sample indices)`` of every minibatch step of ``epoch``."""
-        from .data import minibatch_order
-
         for idx in minibatch_order(sizes[0], self.cfg.minibatch, epoch, self.cfg.seed,
                                    self.cfg.shuffle):
             yield 0, idx

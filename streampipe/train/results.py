@@ -10,6 +10,8 @@ from typing import Any
 
 import numpy as np
 
+from ..events import T_SENT, T_START, as_events
+from ..summary import StageRow
 from .wire import STATES
 
 __all__ = ["plan_stages", "crossed", "boundaries", "summary", "report_text"]
@@ -52,30 +54,27 @@ def boundaries(layout: Any, ranks: list[dict]) -> dict[str, dict[str, list[int]]
     return out
 
 
-def summary(ranks: list[dict]) -> dict[str, dict[str, Any]]:
-    """One row per rank in the shape ``streampipe report`` prints (see report.short_text)."""
+def summary(ranks: list[dict]) -> dict[str, StageRow]:
+    """One row per rank, of the type ``streampipe report`` prints for stream stages."""
     out = {}
     for d in ranks:
         el = max(d["elapsed"], 1e-12)
-        ev = d["events"]
+        ev = as_events(d["events"])
         items = int(d["items_in"])
-        window = float(ev[:, 4].max() - ev[:, 2].min()) if len(ev) else el
+        window = float(ev[:, T_SENT].max() - ev[:, T_START].min()) if len(ev) else el
         window = max(window, 1e-12)
-        W = float(np.mean(ev[:, 4] - ev[:, 2])) if len(ev) else 0.0
+        W = float(np.mean(ev[:, T_SENT] - ev[:, T_START])) if len(ev) else 0.0
         lam = items / window
         L = d["held_area"] / window
         busy_t = d["time"]["busy"]
-        row = {"kind": "train", "replicas": 1, "group": 1, "items": items,
-               "items_out": int(d["items_out"]), "window": window, "throughput": lam,
-               "service": busy_t / max(items, 1), "bound": items / busy_t if busy_t else 0.0,
-               "L": L, "lam": lam, "W": W,
-               "little_residual": abs(L - lam * W) / L if L > 0 else 0.0,
-               "held_peak": int(d["peak_live"]), "io_bytes": 0,
-               "peak_live_bytes": int(d["peak_live_bytes"]), "step_time": d["step_time"]}
-        for state in STATES:
-            row[state] = d["time"][state] / el
-        row["edges"] = d.get("edges", {})
-        out[d["stage"]] = row
+        out[d["stage"]] = StageRow(
+            kind="train", items=items, items_out=int(d["items_out"]), window=window,
+            throughput=lam, service=busy_t / max(items, 1),
+            bound=items / busy_t if busy_t else 0.0, L=L, lam=lam, W=W,
+            little_residual=abs(L - lam * W) / L if L > 0 else 0.0,
+            held_peak=int(d["peak_live"]), edges=d.get("edges", {}),
+            extra={"peak_live_bytes": int(d["peak_live_bytes"]), "step_time": d["step_time"]},
+            **{state: d["time"][state] / el for state in STATES})
     return out
 
 

@@ -21,6 +21,8 @@ from typing import Any
 
 import numpy as np
 
+from ..events import as_events
+from ..runfile import versions, write
 from .checkpoint import load as load_checkpoint
 from .checkpoint import save as save_checkpoint
 from .config import TrainConfig, parse_train
@@ -279,7 +281,7 @@ class Session:
         own = {name: self.workers[s].state() for s, name in self.names.items()}
         states = {n: st for n, st in own.items() if self.layout.first_holder(n) == self.rank}
         d = self.wire.dump()
-        ev = np.asarray(ex.events, dtype=np.float64).reshape(-1, 5)
+        ev = as_events(ex.events)
         d.update(
             events=ev, rank=self.rank, stage=self.layout.rank_name(self.rank), stage_index=0,
             replica=0, group_rank=0, host=self.host, items_in=ex.n_f, items_out=ex.n_b,
@@ -371,8 +373,6 @@ class Session:
         }
         rows = summary(ranks)
         if self.opts.out:
-            from ..runfile import versions, write
-
             meta = {
                 "status": "ok", "error": "", "job_name": self.spec.name,
                 "job_text": self.spec.text, "kind": "train",
@@ -384,7 +384,7 @@ class Session:
                 "start_time": min(r["wall0"] for r in ranks),
                 "wall_time": max(r["elapsed"] for r in ranks), "result": result,
             }
-            write(self.opts.out, meta, ranks, rows)
+            write(self.opts.out, meta, ranks, {k: r.to_dict() for k, r in rows.items()})
         if not getattr(self.opts, "quiet", False):
             print(report_text(layout, ranks, result), flush=True)
             if self.opts.out:

@@ -15,7 +15,7 @@ import pytest
 
 from streampipe.faults import parse_inject
 from streampipe.job import JobError, apply_overrides, load_job, parse_job
-from streampipe.stage import Context, StageError
+from streampipe.stage import Context
 from tests.mpiutil import mpiexec, streampipe
 
 BASE = {
@@ -54,7 +54,7 @@ def test_base_job_is_valid():
     (job(s1__replicas=True), r"stages\[1\]\.replicas: expected integer, got boolean"),
     (job(s1__params=[1]), r"stages\[1\]\.params: expected table"),
     (job(s1__timeout="5s"), r"stages\[1\]\.timeout: expected integer or number"),
-    (job(s1__timeout=0), r"stages\[1\]\.timeout: must be > 0"),
+    (job(s1__timeout=0), r"stages\[1\]\.timeout: must be a finite number > 0"),
     (job(s1__uses=None), r"stages\[1\]\.uses: missing"),
     (job(s1__uses="tests.stages.Square"), r"stages\[1\]\.uses: expected 'module:Class'"),
     (job(s1__uses="tests.no_such_module:X"), r"stages\[1\]\.uses: cannot import "
@@ -97,7 +97,7 @@ def test_job_field_errors_name_the_field(table, pattern):
                                         r"'process'\?\)"),
 ])
 def test_stage_class_errors(uses, pattern):
-    with pytest.raises(StageError, match=pattern):
+    with pytest.raises(JobError, match=pattern):
         parse_job(job(s1__uses=uses))
 
 

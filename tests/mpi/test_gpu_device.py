@@ -270,11 +270,13 @@ def test_gpu_stage_kernel_time_is_in_the_rank_stats(gpu_middle_run):
         assert device <= kernel <= device * 1.6
     assert 0 < kernel <= work["elapsed"]
     # the report shows it, and the simulator's service times include the kernels
-    from streampipe.report import short_text, summarize
+    from streampipe.plan import Plan
+    from streampipe.report import summarize
     from streampipe.sim import times_from_run
+    from streampipe.textreport import short_text
 
-    plan = run["meta"]["plan"]
-    row = summarize(plan, run["ranks"])["double"]["gpu"]
+    plan = Plan.from_dict(run["meta"]["plan"])
+    row = summarize(plan, run["ranks"])["double"].extra["gpu"]
     assert row["kernel_s"] == kernel and row["items_timed"] == WORK_ITEMS
     assert row["peak_bytes"] == work["gpu_peak_bytes"]
     text = short_text(plan, summarize(plan, run["ranks"]), run["ranks"])

@@ -14,6 +14,9 @@ import sys
 
 import pytest
 
+from streampipe.launch import launcher
+from streampipe.plan import Plan
+from streampipe.report import per_host
 from streampipe.runfile import read
 from tests.mpiutil import ROOT, run_cmd, streampipe
 
@@ -37,8 +40,8 @@ name = "sink"
 uses = "tests.stages:Checksum"
 """
 
-HOSTS = ["--mpiexec-arg=-hosts", "--mpiexec-arg=127.0.0.1:2,localhost:2",
-         "--mpiexec-arg=-launcher", "--mpiexec-arg=fork"]
+def mpiexec_args(args: list[str]) -> list[str]:
+    return [f"--mpiexec-arg={a}" for a in args]
 
 
 def test_two_host_run_gives_the_same_sink_output(tmp_path, monkeypatch):
@@ -46,10 +49,14 @@ def test_two_host_run_gives_the_same_sink_output(tmp_path, monkeypatch):
     job.write_text(JOB)
     plain = streampipe("run", str(job), "--out", str(tmp_path / "a.h5"), "--quiet", timeout=40)
     assert plain.returncode == 0, plain.output
-    monkeypatch.setitem(os.environ, "MPIR_CVAR_NOLOCAL", "1")
-    monkeypatch.setitem(os.environ, "MPIR_CVAR_CH4_SHM_ENABLE", "0")
-    net = streampipe("run", str(job), "--out", str(tmp_path / "b.h5"), "--quiet", *HOSTS,
-                     timeout=40)
+    # two host entries for this machine, ranks talking through the network module
+    mpi = launcher()
+    args, env = mpi.network_only()
+    for k, v in env.items():
+        monkeypatch.setitem(os.environ, k, v)
+    hosts = mpi.hosts({"127.0.0.1": 2, "localhost": 2})
+    net = streampipe("run", str(job), "--out", str(tmp_path / "b.h5"), "--quiet",
+                     *mpiexec_args(hosts + args), timeout=40)
     assert net.returncode == 0, net.output
     a, b = (read(str(tmp_path / f)) for f in ("a.h5", "b.h5"))
     # oracle: sum of squares 0..299 = 299*300*599/6, n = 300; both runs must give exactly it
@@ -112,9 +119,9 @@ def _tx_bytes() -> int:
 
 def _run_on_two_nodes(prefix: str, job: str, out: str, split: tuple[int, int]) -> dict:
     """``streampipe run`` started as node A; hydra puts split[0] ranks on A, split[1] on B."""
-    hosts = f"10.77.0.1:{split[0]},10.77.0.2:{split[1]}"
-    args = [f"--mpiexec-arg={a}" for a in ("-hosts", hosts, "-launcher", "ssh", "-launcher-exec",
-                                            str(LAUNCHER), "-iface", f"{prefix}vA")]
+    mpi = launcher()
+    args = mpiexec_args(mpi.hosts({"10.77.0.1": split[0], "10.77.0.2": split[1]})
+                        + mpi.remote_agent(str(LAUNCHER), f"{prefix}vA", "10.77.0.0/24"))
     done = run_cmd([str(LAUNCHER), "run", sys.executable, "-m", "streampipe", "run", job,
                     "--out", out, "--quiet", *args], timeout=60)
     assert done.returncode == 0, done.output
@@ -134,9 +141,8 @@ def test_two_network_namespaces_give_the_same_result_and_cross_the_veth(tmp_path
                                                                   "sum": 299 * 300 * 599 // 6}
     # ranks in stage order: numbers, square[0] on A; square[1], sink on B (hydra's split)
     assert [d["host"] for d in run["ranks"]] == ["nodeA", "nodeA", "nodeB", "nodeB"]
-    from streampipe.report import per_host
 
-    ph = per_host(run["meta"]["plan"], run["ranks"])
+    ph = per_host(Plan.from_dict(run["meta"]["plan"]), run["ranks"])
     hosts = {h["host"]: h for h in ph["hosts"]}
     # oracle: every item is taken in once per stage: A has numbers (300) + square[0], B has
     # square[1] + the sink (300), and the two replicas together took 300

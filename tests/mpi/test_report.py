@@ -8,6 +8,7 @@ import json
 import pytest
 
 from streampipe import report, runfile
+from streampipe.plan import Plan
 from tests.mpiutil import streampipe
 from tests.unit.test_report_units import doc_schema, validate
 
@@ -57,7 +58,7 @@ def run_job(tmp_path, tag: str, slow: int = 1, mid: str = "Sleep", n: int = N):
 
 def analysed(out):
     run = runfile.read(str(out))
-    plan = run["meta"]["plan"]
+    plan = Plan.from_dict(run["meta"]["plan"])
     return run, report.analyze(plan, run["ranks"], run["meta"])
 
 
@@ -123,11 +124,13 @@ def test_bottleneck_advice_and_replicas(tmp_path):
     assert "`mid` limits at" in done.stdout  # printed at the end of the run as well
 
     # the run file round trip: every stored summary number is recomputed from the raw events
-    recomputed = report.summarize(run["meta"]["plan"], run["ranks"])
+    recomputed = report.summarize(Plan.from_dict(run["meta"]["plan"]), run["ranks"])
     assert recomputed.keys() == run["summary"].keys()
     for name, row in run["summary"].items():
+        again = recomputed[name].to_dict()
+        assert again.keys() == row.keys(), name
         for key, value in row.items():
-            assert recomputed[name][key] == value, (name, key)
+            assert again[key] == value, (name, key)
 
     # with 4 replicas of the 8 ms stage (2 ms per item) the 3 ms stage limits, as advised
     _, _, _, doc2 = timed(tmp_path, "four", lambda d: check_second(d, adv["throughput"]), slow=4)

@@ -13,6 +13,7 @@ import pytest
 
 from streampipe import metrics as M
 from streampipe import report
+from streampipe.plan import Plan
 from streampipe.trace import trace_events
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "diagnostics.md"
@@ -117,7 +118,7 @@ def synthetic_run(times: list[float], replicas: list[int], n: int = 400, wire: f
                                    "transfer": 0.0, "io": 0.0, "other": 0.0}})
         r += k
         t_ready = end + wire
-    return {"stages": stages}, ranks
+    return Plan.from_dict({"stages": stages}), ranks
 
 
 def test_advice_arithmetic_on_a_deterministic_pipeline():

@@ -133,19 +133,19 @@ def test_constant_times_give_the_closed_form_rate(reps, times, rate):
     # the fill/drain transient is at most sum(times) of n/rate: well under 1% at n = 3000
     assert res.throughput == pytest.approx(rate, rel=0.01)
     b = int(np.argmin([r / t if t else np.inf for r, t in zip(reps, times, strict=True)]))
-    assert res.summary[f"s{b}"]["busy"] == pytest.approx(1.0, abs=0.01)
+    assert res.summary[f"s{b}"].busy == pytest.approx(1.0, abs=0.01)
 
 
 def test_blocking_and_littles_law_fields():
     res = simulate(chain([1, 1, 1], cap=2), [Dist("const", t) for t in (1e-3, 5e-3, 1e-3)], 1000)
     s0, s1, s2 = (res.summary[f"s{k}"] for k in range(3))
     # the source is busy 1 ms of every 5 ms and blocked the other 4; the sink starved 4 of 5
-    assert s0["busy"] == pytest.approx(0.2, abs=0.01)
-    assert s0["blocked"] == pytest.approx(0.8, abs=0.01)
-    assert s2["starved"] == pytest.approx(0.8, abs=0.01)
+    assert s0.busy == pytest.approx(0.2, abs=0.01)
+    assert s0.blocked == pytest.approx(0.8, abs=0.01)
+    assert s2.starved == pytest.approx(0.8, abs=0.01)
     # queue in front of the bottleneck: cap = 2 items waiting, 10 ms each at 200 items/s
-    assert s1["Lq"] == pytest.approx(2.0, rel=0.02)
-    assert s1["L"] == pytest.approx(s1["lam"] * s1["W"], rel=1e-12)
+    assert s1.queue_L == pytest.approx(2.0, rel=0.02)
+    assert s1.L == pytest.approx(s1.lam * s1.W, rel=1e-12)
 
 
 def test_parse_times_and_distributions():
@@ -207,8 +207,8 @@ def test_fan_out_multiplies_the_items_downstream():
     # makespan = 2 ms + 3n x 2 ms exactly (constant times: equal to rounding)
     n = 200
     res = simulate(chain([1, 1, 1]), _const(1, 1, 2), n, flow={"s1": Flow(3.0)})
-    assert [res.summary[f"s{k}"]["items"] for k in range(3)] == [n, n, 3 * n]
-    assert res.summary["s1"]["items_out"] == 3 * n
+    assert [res.summary[f"s{k}"].items for k in range(3)] == [n, n, 3 * n]
+    assert res.summary["s1"].items_out == 3 * n
     assert res.makespan == pytest.approx(2e-3 + 3 * n * 2e-3, rel=1e-9)
     assert res.throughput == pytest.approx(n / res.makespan, rel=1e-9)
     # an unmodelled fan-out (1:1) would give 1/2 ms = 500/s, three times too fast
@@ -221,12 +221,12 @@ def test_drops_thin_the_items_downstream():
     n = 300
     res = simulate(chain([1, 1, 1]), _const(1, 1, 4), n, flow={"s1": Flow(0.5)},
                    latency=0.0)
-    assert res.summary["s2"]["items"] == n // 2
+    assert res.summary["s2"].items == n // 2
     assert res.makespan == pytest.approx(3e-3 + n // 2 * 4e-3, rel=1e-9)
-    assert res.summary["s2"]["busy"] == pytest.approx(n // 2 * 4e-3 / res.makespan, rel=1e-9)
+    assert res.summary["s2"].busy == pytest.approx(n // 2 * 4e-3 / res.makespan, rel=1e-9)
     # dropping everything leaves the sink with nothing (and no error)
     none = simulate(chain([1, 1, 1]), _const(1, 1, 4), n, flow={"s1": Flow(0.0)})
-    assert none.summary["s2"]["items"] == 0 and none.makespan == pytest.approx(n * 1e-3 + 1e-3)
+    assert none.summary["s2"].items == 0 and none.makespan == pytest.approx(n * 1e-3 + 1e-3)
 
 
 @pytest.mark.parametrize("lat", [0.0, 1e-4])
@@ -238,15 +238,15 @@ def test_barrier_releases_everything_after_finish(lat):
     res = simulate(chain([1, 1, 1]), _const(1, 0.5, 3), n, latency=lat,
                    flow={"s1": Flow(0.25, barrier=True, finish=20e-3)})
     release = n * 1e-3 + lat + 0.5e-3 + 20e-3
-    assert res.summary["s2"]["t_first"] == pytest.approx(release + lat, rel=1e-9)
+    assert res.summary["s2"].t_first == pytest.approx(release + lat, rel=1e-9)
     assert res.makespan == pytest.approx(release + lat + n // 4 * 3e-3, rel=1e-9)
-    assert res.summary["s2"]["items"] == n // 4
+    assert res.summary["s2"].items == n // 4
     # the sorter's busy time includes its finish: n x 0.5 ms + 20 ms
-    assert res.summary["s1"]["service"] * n == pytest.approx(n * 0.5e-3 + 20e-3, rel=1e-9)
+    assert res.summary["s1"].service * n == pytest.approx(n * 0.5e-3 + 20e-3, rel=1e-9)
     # a fan-out of the same ratio streams instead: the sink starts long before the release
     stream = simulate(chain([1, 1, 1]), _const(1, 0.5, 3), n, latency=lat,
                       flow={"s1": Flow(0.25)})
-    assert stream.summary["s2"]["t_first"] < 0.02 * release
+    assert stream.summary["s2"].t_first < 0.02 * release
 
 
 def test_parse_flows():
