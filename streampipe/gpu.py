@@ -38,6 +38,7 @@ __all__ = [
     "PinnedPool",
     "WireCodec",
     "wire_hooks",
+    "wire_codec",
     "available_bytes",
     "batch_rows_for_budget",
     "record_gpu_memory",
@@ -316,10 +317,16 @@ class WireCodec:
 
     def to_wire(self, value: Any) -> Any:
         """``value`` with device arrays replaced by host (NumPy) copies."""
-        self._synced = False
         out = _map_arrays(value, self.xp.ndarray, self._download)
+        self._synced = False  # the next call synchronises again, unless sync() comes first
         self._record()
         return out
+
+    def sync(self) -> None:
+        """Wait for the kernels queued on the current stream now (the stage's own time), so the
+        next ``to_wire`` only copies."""
+        self.xp.cuda.get_current_stream().synchronize()
+        self._synced = True
 
     def from_wire(self, value: Any) -> Any:
         """``value`` with numeric NumPy arrays replaced by device arrays."""
@@ -359,9 +366,14 @@ def wire_hooks(ctx: Any) -> tuple[Callable[[Any], Any], Callable[[Any], Any]]:
     When the context belongs to a running rank, the codec also keeps ``gpu_peak_bytes`` and
     ``gpu_pinned_bytes`` up to date in that rank's metrics (``Recorder.extra``).
     """
-    recorder = getattr(getattr(ctx, "_runtime", None), "m", None)
-    codec = WireCodec(ctx.xp, getattr(recorder, "extra", None))
+    codec = wire_codec(ctx)
     return codec.to_wire, codec.from_wire
+
+
+def wire_codec(ctx: Any) -> WireCodec:
+    """The :class:`WireCodec` of a GPU stage, keeping its memory figures in the rank metrics."""
+    recorder = getattr(getattr(ctx, "_runtime", None), "m", None)
+    return WireCodec(ctx.xp, getattr(recorder, "extra", None))
 
 
 # ----------------------------------------------------------------------------- memory

@@ -93,18 +93,6 @@ class Plan:
         st = self.stages[i]
         return self.ordered and st.feedback_to is not None and st.replicas == 1
 
-    @staticmethod
-    def data_edge(stage_index: int) -> int:
-        """Edge id of the data edge into stage ``stage_index``."""
-        return 2 * stage_index
-
-    @staticmethod
-    def feedback_edge(stage_index: int) -> int:
-        """Edge id of the feedback edge out of stage ``stage_index``."""
-        return 2 * stage_index + 1
-
-    GROUP_EDGE = -2
-
     def role(self, rank: int) -> Role:
         st = self.stage_of(rank)
         rep, grank = next((i, g.index(rank)) for i, g in enumerate(st.groups) if rank in g)

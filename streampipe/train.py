@@ -33,15 +33,16 @@ import numpy as np
 
 from . import metrics as M
 from .channel import ITEM, InPort, OutPort
+from .collect import Collector
+from .edges import TRAIN_BASE, TRAIN_CHECKPOINT
 from .schedule import Action
 from .transport import CONTROL, AbortRequested, Transport
 
 __all__ = ["Wire", "Executor", "run_train", "train_ranks", "plan_text", "WIRE_KINDS"]
 
 WIRE_KINDS = ("activation", "gradient", "label", "input", "weights")
-EDGE_BASE = 1000  # link i uses edge id EDGE_BASE + i (stream jobs use small ids)
-STATS_EDGE = -21  # rank -> rank 0 at the end: measurements and final weights
-CKPT_EDGE = -22  # rank -> rank 0 after each epoch: weights for the checkpoint
+EDGE_BASE = TRAIN_BASE  # link i uses edge id EDGE_BASE + i (stream jobs use small ids)
+CKPT_EDGE = TRAIN_CHECKPOINT  # rank -> rank 0 after each epoch: weights for the checkpoint
 
 
 def _nbytes(value: Any) -> int:
@@ -373,10 +374,10 @@ class _Session:
         if cfg.resume:
             self._resume()
         self.boxes: dict[int, dict[int, Any]] = {}
-        t.handlers[CKPT_EDGE] = lambda src, kind, p: self.boxes.setdefault(p[0], {}).__setitem__(
-            src, p[1])
+        t.register(CKPT_EDGE, lambda src, kind, p: self.boxes.setdefault(p[0], {}).__setitem__(
+            src, p[1]))
         self.stats: dict[int, Any] = {}
-        t.handlers[STATS_EDGE] = lambda src, kind, p: self.stats.__setitem__(src, p)
+        self.collector = Collector(t, self.size)
 
     def _resume(self) -> None:
         from pipelines.split_learning import checkpoint
@@ -501,12 +502,16 @@ class _Session:
         if self.rank != 0:
             self.wire.note("sent", "weights", 0, self._state_bytes(states))
         d["wire"] = self.wire.audit
-        self._send0(STATS_EDGE, (d, states), 0)
-        if self.rank != 0:
+        got = self.collector.gather(
+            (d, states), lambda until, what: self.wire.wait(until, M.OTHER, what))
+        if got is None:
             self.t.drain_sends()
+            self.t.close()
             return None
-        self.wire.wait(lambda: len(self.stats) == self.size, M.OTHER, "collecting results")
-        return self._report()
+        self.stats = dict(enumerate(got))
+        result = self._report()
+        self.t.close()
+        return result
 
     def _report(self) -> dict[str, Any]:
         from pipelines.split_learning import checkpoint

@@ -125,6 +125,18 @@ class Arrays(sp.Source):
                 yield {"i": i, "a": base[:, :64].copy(), "b": np.float32(i)}
 
 
+class Blocks(sp.Source):
+    """Yields params.n contiguous float64 arrays of params.kb KiB, array i filled with i."""
+
+    def setup(self, ctx):
+        self.n = int(ctx.params.get("n", 10))
+        self.size = int(ctx.params.get("kb", 64)) * 1024 // 8
+
+    def generate(self):
+        for i in range(self.n):
+            yield np.full(self.size, float(i))
+
+
 class ArrayDigest(sp.Sink):
     """Keeps (dtype, shape, flags, sha256) of every array so a test can compare bit for bit."""
 

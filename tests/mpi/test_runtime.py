@@ -64,10 +64,11 @@ def test_unordered_gives_the_same_multiset(tmp_path):
 
 
 def test_backpressure_bounds_what_each_stage_holds(tmp_path):
-    cap = 3
+    cap, batch = 3, 4
     run = run_ok(tmp_path, f"""
         [pipeline]
         capacity = {cap}
+        batch = {batch}
         [[stages]]
         name = "numbers"
         uses = "tests.stages:Numbers"
@@ -85,15 +86,52 @@ def test_backpressure_bounds_what_each_stage_holds(tmp_path):
         uses = "tests.stages:Checksum"
         """)
     s = run["summary"]
-    # a stage holds at most `capacity` unconsumed records per upstream rank plus the item it is
-    # working on; an edge has at most `capacity` records in flight per receiving rank
-    assert s["square"]["held_peak"] <= cap + 1
-    assert s["slow"]["held_peak"] <= 2 * cap + 1
-    assert s["numbers"]["edges"]["square"]["peak"] <= 2 * cap
-    assert s["square"]["edges"]["slow"]["peak"] <= 2 * cap  # two senders, one receiver
+    # small records: a credit per wire message of <= batch records, so a stage holds at most
+    # capacity x batch records per upstream rank (queued or being processed) plus one open
+    # batch per receiver it sends to; an edge has at most (capacity + 1) x batch records put
+    # and not yet credited back per receiving rank (in flight, and in the sender's open batch)
+    assert s["square"]["held_peak"] <= 1 * cap * batch + 1 * batch
+    assert s["slow"]["held_peak"] <= 2 * cap * batch + 1 * batch
+    assert s["numbers"]["edges"]["square"]["peak"] <= 2 * (cap + 1) * batch
+    assert s["square"]["edges"]["slow"]["peak"] <= (cap + 1) * batch  # per sender
+    # the bound is reached, not just respected: the slow stage fills its queues
+    assert s["slow"]["held_peak"] > cap * batch
     # the source was really held back: it spent most of its time blocked on credit
     assert s["numbers"]["blocked"] > 0.5
     assert run["meta"]["result"] == {"n": 300, "sum": sum(i * i for i in range(300))}
+
+
+def test_backpressure_bounds_arrays_by_capacity(tmp_path):
+    cap = 3
+    run = run_ok(tmp_path, f"""
+        [pipeline]
+        capacity = {cap}
+        [[stages]]
+        name = "arrays"
+        uses = "tests.stages:Blocks"
+        params = {{ n = 60, kb = 64 }}
+        [[stages]]
+        name = "pass"
+        uses = "tests.stages:Identity"
+        replicas = 2
+        [[stages]]
+        name = "slow"
+        uses = "tests.stages:Sleep"
+        params = {{ ms = 3 }}
+        [[stages]]
+        name = "sum"
+        uses = "tests.stages:Checksum"
+        """)
+    s = run["summary"]
+    # a record carrying array buffers costs a credit of its own, in flight or in an open batch:
+    # at most `capacity` arrays per (sender, receiver) pair, whatever `batch` is
+    assert s["pass"]["held_peak"] <= 1 * cap + 1 * cap
+    assert s["slow"]["held_peak"] <= 2 * cap + 1 * cap
+    assert s["arrays"]["edges"]["pass"]["peak"] <= 2 * cap
+    assert s["pass"]["edges"]["slow"]["peak"] <= cap
+    assert s["slow"]["held_peak"] > cap
+    assert s["arrays"]["blocked"] > 0.5
+    assert run["meta"]["result"] == {"n": 60, "sum": 8192 * sum(range(60))}
 
 
 def test_large_arrays_arrive_bit_exact(tmp_path):
