@@ -6,7 +6,11 @@ Modes (the rank that measures prints one ``RESULT {json}`` line):
   ``Send``/``Recv`` of a preallocated array), rank 1 times them.
 * ``pingpong`` ``n`` round trips of the payload between ranks 0 and 1; half the round trip.
 * ``pipeline`` a chain of stages with ``--replicas 1,3,3,1`` (round-robin to replicas,
-  end-of-stream sentinels), optional ``--ms`` sleep per item in every middle stage.
+  end-of-stream sentinels), optional ``--ms`` sleep per item in every middle stage. ``--wait
+  block`` receives with a blocking ``recv`` (run it with MPICH's throttle variables, see
+  :data:`THROTTLE`, for the "blocking + throttle" loop); ``--wait backoff`` posts an ``irecv``
+  from any source and polls it with ``test()`` and a back-off (16 polls, 16 ``sched_yield``,
+  then sleeps doubling from 10 us to 200 us): the hand-written polling loop.
 * ``lockstep`` one item per step on every rank, then a barrier; per-item sleep times come from
   ``--times FILE.npy`` (ranks x items). The barrier is an ``Ibarrier`` polled with a short
   sleep so waiting does not burn the cores the sleeping ranks need.
@@ -28,6 +32,28 @@ from benchmarks.common import steady_rate
 from benchmarks.stages import _cpu, make_payload
 
 EOS_TAG = 1
+# MPICH settings that make its blocking waits yield more often (MPI-NOTES.md)
+THROTTLE = {"MPIR_CVAR_CH4_PROGRESS_THROTTLE": "1",
+            "MPIR_CVAR_CH4_PROGRESS_THROTTLE_NO_PROGRESS_COUNT": "64"}
+
+
+def _backoff_recv(comm: MPI.Comm):
+    """Receive the next pickled item from any source: irecv + test with a sleeping back-off."""
+    import os
+
+    req = comm.irecv(source=MPI.ANY_SOURCE)
+    n = 0
+    while True:
+        done, x = req.test()
+        if done:
+            return x
+        n += 1
+        if n < 16:
+            continue
+        if n < 32:
+            os.sched_yield()
+            continue
+        time.sleep(min(200e-6, 10e-6 * (1 << min(n - 32, 10))))
 
 
 def stream(comm: MPI.Comm, a: argparse.Namespace) -> dict | None:
@@ -95,6 +121,8 @@ def pipeline(comm: MPI.Comm, a: argparse.Namespace) -> dict | None:
             if upper:
                 comm.Recv(buf, source=MPI.ANY_SOURCE, tag=MPI.ANY_TAG, status=status)
                 x = None if status.Get_tag() == EOS_TAG else buf
+            elif a.wait == "backoff":
+                x = _backoff_recv(comm)
             else:
                 x = comm.recv(source=MPI.ANY_SOURCE)
             if x is None:
@@ -159,6 +187,7 @@ def main() -> None:
     ap.add_argument("--ms", type=float, default=0.0)
     ap.add_argument("--op", default="pass")
     ap.add_argument("--times")
+    ap.add_argument("--wait", choices=["block", "backoff"], default="block")
     a = ap.parse_args()
     comm = MPI.COMM_WORLD
     res = {"stream": stream, "pingpong": pingpong, "pipeline": pipeline,

@@ -28,9 +28,9 @@ from typing import Any
 from .flush import FlushPolicy
 from .merge import make_merge
 from .metrics import Level, Rows
-from .records import END, ITEM, TOMB, Batch, Record
+from .records import END, ITEM, TOMB, Batch, Record, position
 from .routing import choose, fits
-from .transport import DATA, EOS, INLINE_BYTES, POSTED_BYTES, Transport, encode
+from .transport import DATA, EOS, INLINE_BYTES, POSTED_BYTES, PROGRESS, Transport, encode
 
 __all__ = ["OutPort", "InPort", "Taken", "FeedbackIn", "UnsendableItem", "may_carry_buffers",
            "ITEM", "TOMB", "END"]
@@ -88,7 +88,8 @@ class OutPort:
 
     def __init__(self, transport: Transport, edge: int, dests: tuple[int, ...], capacity: int,
                  batch: int, level: Level, broadcast: bool = False, *, max_delay: float = 1e-3,
-                 on_sent: Callable[[list[Rows], float], None] | None = None) -> None:
+                 on_sent: Callable[[list[Rows], float], None] | None = None,
+                 progress: bool = False) -> None:
         self.t = transport
         self.edge = edge
         self.dests = dests
@@ -107,6 +108,11 @@ class OutPort:
         self._index = {d: j for j, d in enumerate(dests)}
         self._cur = 0
         self._rr = 0
+        # progress marks for receivers that merge by heads: the position of the last record put,
+        # and the last one each receiver was told (everything later sits after it)
+        self.progress = progress
+        self.last_pos: tuple | None = None
+        self.told: list[tuple | None] = [None] * n
         transport.register(edge, self._on_credit)
 
     def _on_credit(self, src: int, kind: int, payload: Any) -> None:
@@ -206,6 +212,9 @@ class OutPort:
             i = e
         if i:
             self.level.add(i * (len(self.dests) if self.broadcast else 1), now)
+            if self.progress:
+                self.last_pos = position(ITEM if kinds is None else kinds[i - 1], keys[i - 1],
+                                         values[i - 1])
         return i
 
     def _target(self, value: Any) -> int | None:
@@ -232,7 +241,7 @@ class OutPort:
         t0 = time.perf_counter()
         try:
             # a plain tuple on the wire: pickling a NamedTuple costs 5x more
-            blob, bufs = encode((ob.keys, ob.values, ob.kinds))
+            blob, bufs = encode((ob.keys, ob.values, ob.kinds, self.last_pos))
         except Exception as exc:  # noqa: BLE001 - pickling errors vary by object type
             raise _unsendable(Batch(ob.keys, ob.values, ob.kinds), exc) from exc
         cost = max(1, ob.maybe) if bufs or len(blob) > POSTED_BYTES else 1
@@ -240,18 +249,20 @@ class OutPort:
             self.starving -= 1
         self.credit[j] -= cost
         self.t.send_data(self.dests[j], self.edge, cost, blob, bufs, t0)
+        self.told[j] = self.last_pos
         if ob.rows and self.on_sent is not None:
             self.on_sent(ob.rows, time.perf_counter())
 
     def flush_due(self, now: float, pace: float) -> None:
         """Send the open batches the flush policy says are due."""
-        if not self.pending:
-            return
-        send, cap = self.policy.send, self.capacity
-        for j, ob in enumerate(self.open):
-            if ob is not None and send(len(ob.keys), now - ob.t_first, pace,
-                                       self.credit[j] == cap):
-                self._send(j, now)
+        if self.pending:
+            send, cap = self.policy.send, self.capacity
+            for j, ob in enumerate(self.open):
+                if ob is not None and send(len(ob.keys), now - ob.t_first, pace,
+                                           self.credit[j] == cap):
+                    self._send(j, now)
+        if self.progress:
+            self._tell_progress()
 
     def flush(self) -> None:
         """Send every open batch (before this rank waits)."""
@@ -260,6 +271,18 @@ class OutPort:
             for j, ob in enumerate(self.open):
                 if ob is not None:
                     self._send(j, now)
+        if self.progress:
+            self._tell_progress()
+
+    def _tell_progress(self) -> None:
+        # only receivers with nothing open: a record still waiting for j sits before last_pos
+        last = self.last_pos
+        if last is None:
+            return
+        for j, ob in enumerate(self.open):
+            if ob is None and self.told[j] != last:
+                self.told[j] = last
+                self.t.send(self.dests[j], PROGRESS, self.edge, last)
 
     def oldest_row(self) -> int | None:
         """The first event row some open batch still holds an output of."""
@@ -338,13 +361,19 @@ class InPort:
             self.eos.add(src)
             self._maybe_ack(src)
             return
+        if kind == PROGRESS:
+            self.merge.progress(src, payload)
+            return
         assert kind == DATA
-        cost, batch = payload[0], Batch._make(payload[1])
+        cost, body = payload
+        batch = Batch._make(body[:3])
         n = len(batch.keys)
         self.msgs[src].append([cost, n])
         self.held[src] += n
         now = time.perf_counter()
         self.merge.add(src, batch, now)
+        if body[3] is not None:
+            self.merge.progress(src, body[3])
         items = n if batch.kinds is None else batch.kinds.count(ITEM)
         if items:
             self.on_arrival(items, now)
@@ -452,7 +481,7 @@ class FeedbackIn:
             self.eos.add(src)
             self.t.send_credit(src, self.edge, 0, 0, True)
             return
-        cost, batch = payload[0], Batch._make(payload[1])
+        cost, batch = payload[0], Batch._make(payload[1][:3])
         convert = self.convert
         for kind_, key, value in zip(batch.kinds or repeat(ITEM), batch.keys, batch.values,
                                      strict=False):

@@ -45,6 +45,9 @@ class Fifo:
     def add(self, src: int, batch: Batch, t: float) -> None:
         self.queue.append(_Entry(src, batch, t))
 
+    def progress(self, src: int, pos: tuple) -> None:
+        """How far ``src`` has got (only the heads merge uses it)."""
+
     def take(self, limit: int) -> list[Run]:
         runs: list[Run] = []
         q = self.queue
@@ -69,6 +72,9 @@ class _PerSource:
     def add(self, src: int, batch: Batch, t: float) -> None:
         if batch.keys:
             self.queues[src].append(_Entry(src, batch, t))
+
+    def progress(self, src: int, pos: tuple) -> None:
+        """How far ``src`` has got (only the heads merge uses it)."""
 
     def _advance(self, e: _Entry, hi: int, runs: list[Run]) -> None:
         runs.append((e.src, e.batch, e.pos, hi, e.t))
@@ -158,41 +164,54 @@ class Merger(_PerSource):
 
 class HeadsMerger(_PerSource):
     """Ordered merge for a replica that sees only part of the stream (a replicated stage after a
-    replicated stage): take from the upstream with the smallest head once every upstream rank
-    has a head or has ended, as long as it stays below the next smallest head. No markers are
-    needed for this."""
+    replicated stage): take from the upstream with the smallest head, as long as it stays below
+    every other upstream's head. An upstream with nothing queued holds the merge back unless it
+    has ended, or has said how far it has got (:meth:`progress`: it will send nothing at or
+    below that position), so no marker records are needed."""
 
     def __init__(self, sources: tuple[int, ...], eos: set[int]) -> None:
         super().__init__(sources)
         self.eos = eos
+        self.marks: dict[int, tuple] = {}
+
+    def progress(self, src: int, pos: tuple) -> None:
+        """Everything ``src`` sends from now on sits after position ``pos``."""
+        self.marks[src] = pos
 
     def take(self, limit: int) -> list[Run]:
         runs: list[Run] = []
+        marks = self.marks
         while limit > 0:
-            best = second = None
-            best_pos = second_pos = None
+            best = None
+            best_pos = head_bound = mark_bound = None  # heads: exclusive, marks: inclusive
             for src, q in self.queues.items():
                 if not q:
                     if src in self.eos:
                         continue
-                    return runs  # this upstream may still send something smaller
+                    m = marks.get(src)
+                    if m is None:
+                        return runs  # this upstream may still send something smaller
+                    if mark_bound is None or m < mark_bound:
+                        mark_bound = m
+                    continue
                 pos = position(*q[0].head())
                 if best is None or pos < best_pos:
-                    second, second_pos = best, best_pos
+                    if best is not None and (head_bound is None or best_pos < head_bound):
+                        head_bound = best_pos
                     best, best_pos = q[0], pos
-                elif second is None or pos < second_pos:
-                    second, second_pos = q[0], pos
-            if best is None:
+                elif head_bound is None or pos < head_bound:
+                    head_bound = pos
+            if best is None or (mark_bound is not None and best_pos > mark_bound):
                 return runs
             b = best.batch
-            i, n = best.pos + 1, min(len(b.keys), best.pos + limit)
-            if second is None:
-                i = n
-            else:
-                kinds, keys, values = b.kinds, b.keys, b.values
-                while i < n and position(0 if kinds is None else kinds[i], keys[i],
-                                         values[i]) < second_pos:
-                    i += 1
+            kinds, keys, values = b.kinds, b.keys, b.values
+            i, n = best.pos + 1, min(len(keys), best.pos + limit)
+            while i < n:
+                pos = position(0 if kinds is None else kinds[i], keys[i], values[i])
+                if (head_bound is not None and pos >= head_bound) or (
+                        mark_bound is not None and pos > mark_bound):
+                    break
+                i += 1
             limit -= i - best.pos
             self._advance(best, i, runs)
         return runs

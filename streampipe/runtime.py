@@ -123,7 +123,7 @@ class RankRuntime:
             nxt = plan.stages[sp.index + 1]
             self.out = OutPort(t, data_edge(nxt.index), role.downstream, nxt.capacity,
                                plan.batch, m.edge(nxt.name), max_delay=self.opts.max_delay,
-                               on_sent=m.sent)
+                               on_sent=m.sent, progress=plan.merge_kind(nxt.index) == "heads")
         fb_out = fb_in = None
         if role.feedback_out:
             target = plan.stages[sp.feedback_to]

@@ -30,14 +30,14 @@ from .edges import ABORT as ABORT_EDGE
 
 __all__ = ["Transport", "Backoff", "AbortRequested", "HostWaits", "measure_host", "choose_recv",
            "encode",
-           "node_peers", "spin_window", "DATA", "CREDIT", "EOS", "ABORT", "CONTROL"]
+           "node_peers", "spin_window", "DATA", "CREDIT", "EOS", "ABORT", "CONTROL", "PROGRESS"]
 
 TAG_MSG = 7001  # frames
 TAG_BUF = 7002  # raw out-of-band buffers, always right after their frame
 TAG_SELF = 7003  # start-up measurement of improbe (a message to this rank itself)
 
 # frame kinds
-DATA, CREDIT, EOS, ABORT, CONTROL = range(5)
+DATA, CREDIT, EOS, ABORT, CONTROL, PROGRESS = range(6)
 
 HEAD = struct.Struct("<BBiqI")  # kind, flags, edge, argument, number of out-of-band buffers
 CREDIT_BODY = struct.Struct("<qqB")  # credits, records, closed
@@ -300,7 +300,7 @@ class Transport:
     Handlers are registered per edge id (:meth:`register`); :meth:`poll` receives whatever has
     arrived and calls ``handler(source, kind, payload)`` in arrival order per source, where the
     payload of a DATA frame is ``(credits, unpickled body)``, of a CREDIT frame ``(credits, records,
-    closed)``, of an EOS frame None, and of a CONTROL frame the object sent.
+    closed)``, of an EOS frame None, and of a CONTROL or PROGRESS frame the object sent.
     """
 
     def __init__(self, comm: Any, on_transfer: Callable[[float], None] | None = None,

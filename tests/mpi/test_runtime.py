@@ -127,8 +127,10 @@ def test_backpressure_bounds_arrays_by_capacity(tmp_path):
     # at most `capacity` arrays per (sender, receiver) pair, whatever `batch` is
     assert s["pass"]["held_peak"] <= 1 * cap + 1 * cap
     assert s["slow"]["held_peak"] <= 2 * cap + 1 * cap
-    assert s["arrays"]["edges"]["pass"]["peak"] <= 2 * cap
-    assert s["pass"]["edges"]["slow"]["peak"] <= cap
+    # edge levels count records, markers included: the source's END((), n), which is forwarded
+    # to the merge, may share a message with arrays
+    assert s["arrays"]["edges"]["pass"]["peak"] <= 2 * cap + 1
+    assert s["pass"]["edges"]["slow"]["peak"] <= cap + 1
     assert s["slow"]["held_peak"] > cap
     assert s["arrays"]["blocked"] > 0.5
     assert run["meta"]["result"] == {"n": 60, "sum": 8192 * sum(range(60))}

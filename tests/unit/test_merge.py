@@ -149,3 +149,51 @@ def test_fifo_takes_whole_batches_in_arrival_order_up_to_the_limit():
     assert [(s, lo, hi, t) for s, _, lo, hi, t in f.take(2)] == [(1, 0, 2, 1.0)]
     assert [(s, lo, hi, t) for s, _, lo, hi, t in f.take(5)] == [(1, 2, 3, 1.0), (0, 0, 1, 2.0)]
     assert f.take(5) == []
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.integers(1, 40), st.integers(2, 4))
+def test_heads_merge_with_progress_marks_never_goes_out_of_order(seed, n, replicas):
+    # each upstream sends this replica a part of its sorted stream and, for a record it sends
+    # elsewhere, may tell this replica how far it got: the merge may then pass it by
+    rng = np.random.default_rng(seed)
+    streams = level(source(n), replicas, rng)
+    eos: set[int] = set()
+    m = HeadsMerger(tuple(range(replicas)), eos)
+    events = []  # (upstream, record or None, mark)
+    for u, s in enumerate(streams):
+        for rec in s:
+            if rng.random() < 0.5:
+                events.append((u, rec, None))
+            elif rng.random() < 0.5:
+                events.append((u, None, position(*rec)))
+    order = rng.permutation(len(events))
+    # keep each upstream's own events in order: stable sort by (upstream position in order)
+    per_up = {u: [e for e in events if e[0] == u] for u in range(replicas)}
+    got, fed = [], []
+    for k in order:
+        u = events[k][0]
+        if not per_up[u]:
+            continue
+        _, rec, mark = per_up[u].pop(0)
+        if rec is not None:
+            fed.append(rec)
+            m.add(u, Batch([rec[1]], [rec[2]], None if rec[0] == ITEM else [rec[0]]), 0.0)
+        else:
+            m.progress(u, mark)
+        for _, b, lo, hi, _t in m.take(int(rng.integers(1, 5))):
+            got.extend(tuple(b.record(i)) for i in range(lo, hi))
+    want = merged([fed])
+    assert got == want[:len(got)]
+    eos.update(range(replicas))
+    for _, b, lo, hi, _t in m.take(10**6):
+        got.extend(tuple(b.record(i)) for i in range(lo, hi))
+    assert got == want
+
+
+def test_a_progress_mark_lets_the_smaller_head_go():
+    m = HeadsMerger((0, 1), set())
+    m.add(0, Batch([(5,), (9,)], [5, 9]), 0.0)
+    assert m.take(10) == []
+    m.progress(1, (7,))  # upstream 1 will send nothing at or before (7,)
+    assert [(s, lo, hi) for s, _, lo, hi, _ in m.take(10)] == [(0, 0, 1)]  # 5, not 9
