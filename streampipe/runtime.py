@@ -139,13 +139,16 @@ class RankRuntime:
                                      self.opts.feedback_timeout, self.wait)
 
     def _make_stage(self) -> Any:
-        from .gpu import resolve_device
+        from .gpu import gpu_node_rank, resolve_device
 
         sp = self.sp
         stage = instantiate(self.sspec, f"stages[{sp.index}]")
         # collective (a split of the world by node): every rank calls it once, GPU stage or not
-        local, _ = self.t.join_node()
+        self.t.join_node()
         self.m.extra.update(self.t.waits.as_dict())
+        # GPUs are dealt out over the node's GPU-stage ranks only (collective too)
+        local = gpu_node_rank(self.comm, {r for s in self.plan.stages if s.device != "cpu"
+                                          for r in s.ranks})
         device, xp = resolve_device(sp.device, local, sp.name,
                                     log=self.role.replica == 0 and self.role.is_root)
         from mpi4py import MPI
@@ -160,10 +163,10 @@ class RankRuntime:
                       comm=sub, group_rank=self.role.group_rank, _runtime=self)
         stage.ctx = ctx
         if device == "gpu":
-            from .gpu import wire_codec
+            from .gpu import wire_hooks
             from .staging import Staging
 
-            self.staging = Staging(wire_codec(ctx), self.m)
+            self.staging = Staging(wire_hooks(ctx), self.m)
             if self.feedback is not None and self.feedback.inp is not None:
                 self.feedback.inp.convert = self.staging.inbound
         return stage

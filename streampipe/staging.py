@@ -17,7 +17,8 @@ __all__ = ["Staging"]
 
 
 class Staging:
-    """Wraps a :class:`~streampipe.gpu.WireCodec` for one rank."""
+    """Wraps a :class:`~streampipe.gpu.WireCodec` for one rank (``from_wire`` also starts the
+    codec's kernel timing, ``sync`` ends it; ``to_wire`` after ``sync`` only copies)."""
 
     def __init__(self, codec: Any, recorder: Recorder) -> None:
         self.codec, self.m = codec, recorder
