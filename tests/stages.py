@@ -242,3 +242,44 @@ class FailSetup(sp.Stage):
 
     def process(self, x):
         return x
+
+
+class AsArray(sp.Stage):
+    """x -> a float64 array [x] (an item a GPU stage moves to the device)."""
+
+    def process(self, x):
+        return np.array([float(x)])
+
+
+class DevicePrefix(sp.Stage):
+    """A GPU stage reading feedback: its data values and its feedback values must both arrive as
+    device arrays (ctx.xp.ndarray). Item x -> (x, running total up to the previous item)."""
+
+    def setup(self, ctx):
+        self.ctx = ctx
+
+    def process(self, x):
+        xp, s = self.ctx.xp, self.ctx.seq
+        prev = self.ctx.feedback(s - 1) if s >= 1 else xp.zeros(1)
+        for what, v in (("data", x), ("feedback", prev)):
+            if not isinstance(v, xp.ndarray):
+                raise TypeError(f"{what} value is {type(v).__module__}.{type(v).__name__}, "
+                                f"not a {xp.__name__} array")
+        if s >= 2:
+            self.ctx.release_feedback(s - 2)
+        return (x, prev)
+
+
+class BatchBranch(Branch):
+    """Branch with a vectorised process_batch (same outputs); logs each call's size to
+    params.log (one line per call) so a test can see the batches it got."""
+
+    def setup(self, ctx):
+        super().setup(ctx)
+        self.log = ctx.params.get("log")
+
+    def process_batch(self, items):
+        if self.log:
+            with open(self.log, "a") as f:
+                f.write(f"{len(items)}\n")
+        return [self.process(x) for x in items]

@@ -55,7 +55,7 @@ def feed(merge, streams, rng, max_batch=6):
     got = []
 
     def take():
-        for src, b, lo, hi, _t in merge.take(int(rng.integers(1, 10))):
+        for _src, b, lo, hi, _t in merge.take(int(rng.integers(1, 10))):
             got.extend(b.record(i) for i in range(lo, hi))
 
     while any(c for _, c in pending):
