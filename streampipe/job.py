@@ -63,6 +63,7 @@ class JobSpec:
     ordered: bool = True
     batch: int = 64
     checkpoint: bool = False
+    max_delay: float = 1e-3  # seconds a small record may wait for its batch (docs/runtime.md)
     text: str = ""
     path: str | None = None
     train: dict[str, Any] | None = None  # a [train] table: pipelined training (streampipe.train)
@@ -82,6 +83,7 @@ class JobSpec:
 
 PIPELINE_KEYS: dict[str, type | tuple[type, ...]] = {
     "name": str, "capacity": int, "ordered": bool, "batch": int, "checkpoint": bool,
+    "max_delay": (int, float),
 }
 STAGE_KEYS: dict[str, type | tuple[type, ...]] = {
     "name": str, "uses": str, "replicas": int, "group": int, "capacity": int, "device": str,
@@ -161,6 +163,7 @@ def parse_job(table: dict[str, Any], text: str = "", path: str | None = None,
         capacity=_positive(pipe.get("capacity", 8), "pipeline.capacity"),
         ordered=pipe.get("ordered", True), batch=_positive(pipe.get("batch", 64), "pipeline.batch"),
         checkpoint=pipe.get("checkpoint", False), text=text, path=path,
+        max_delay=float(pipe.get("max_delay", 1e-3)),
     )
     validate(spec, check_imports=check_imports)
     return spec
@@ -170,6 +173,9 @@ def validate(spec: JobSpec, check_imports: bool = True) -> None:
     """Structural checks shared by job files and the Python API."""
     if len(spec.stages) < 2:
         raise JobError("stages: a job needs at least two stages (a source and a sink)")
+    if not 0 <= spec.max_delay <= 60:
+        raise JobError(f"pipeline.max_delay: must be between 0 and 60 seconds, got "
+                       f"{spec.max_delay}")
     names = [s.name for s in spec.stages]
     for i, st in enumerate(spec.stages):
         where = f"stages[{i}]"

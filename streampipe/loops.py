@@ -42,7 +42,7 @@ class Loop:
         self.out: OutPort | None = rt.out
         self.inp: InPort | None = rt.inp
         self.batch = rt.plan.batch
-        self.policy = FlushPolicy(rt.plan.batch, rt.opts.max_delay)
+        self.policy = FlushPolicy(rt.plan.batch, rt.max_delay)
         self.pace = Pace()
         self.markers = rt.markers
         # the segment: items processed and their outputs, not yet handed over

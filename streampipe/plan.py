@@ -67,6 +67,7 @@ class Plan:
     batch: int
     start_seq: int = 0
     markers: list[bool] = field(default_factory=list)
+    max_delay: float = 1e-3  # seconds a small record may wait for its batch
 
     @property
     def size(self) -> int:
@@ -140,7 +141,8 @@ def make_plan(spec: JobSpec, start_seq: int = 0) -> Plan:
             feedback_to=names.index(s.feedback_to) if s.feedback_to else None,
             device=s.device, timeout=s.timeout,
         ))
-    plan = Plan(spec.name, stages, spec.ordered, spec.batch, start_seq)
+    plan = Plan(spec.name, stages, spec.ordered, spec.batch, start_seq,
+                max_delay=spec.max_delay)
     # Order markers (tombstones, fan-out ends) are only needed by a cursor merge downstream;
     # a FIFO or a heads merge keeps order without them.
     cursor = [plan.merge_kind(i) == "cursor" for i in range(n)]

@@ -41,7 +41,7 @@ class RunOptions:
     out: str | None = None
     faults: list[Fault] = field(default_factory=list)
     event_limit: int = 200_000
-    max_delay: float = 1e-3  # longest a small record should wait in a send batch (seconds)
+    max_delay: float | None = None  # overrides pipeline.max_delay (seconds)
     feedback_limit: int = 4096
     feedback_timeout: float = 300.0
     start_seq: int = 0
@@ -94,6 +94,7 @@ class RankRuntime:
         self.seq: Any = "setup"
         self.item_t0: float | None = None
         self.markers = plan.markers[self.role.stage]
+        self.max_delay = plan.max_delay if opts.max_delay is None else opts.max_delay
         self.faults = [f for f in opts.faults if f.stage == self.sp.name and
                        (f.replica is None or f.replica == self.role.replica)]
         # control messages can arrive at any time, even before this rank has opened its ports
@@ -122,7 +123,7 @@ class RankRuntime:
         if role.downstream:
             nxt = plan.stages[sp.index + 1]
             self.out = OutPort(t, data_edge(nxt.index), role.downstream, nxt.capacity,
-                               plan.batch, m.edge(nxt.name), max_delay=self.opts.max_delay,
+                               plan.batch, m.edge(nxt.name), max_delay=self.max_delay,
                                on_sent=m.sent, progress=plan.merge_kind(nxt.index) == "heads")
         fb_out = fb_in = None
         if role.feedback_out:
