@@ -1,7 +1,8 @@
 """Which replica of the next stage gets a record (``route = "balance"``, the default).
 
 Pure decisions over the sender's credit state, unit-tested without MPI. A receiver that has
-nothing in flight is starving and gets the next record at once; otherwise the sender keeps
+nothing in flight is starving and gets the next record at once (starving ones take turns);
+otherwise the sender keeps
 filling the batch it has open (consecutive keys stay together, so an ordered merge downstream
 takes long runs), and when that receiver has no credit left, the one with the most credit.
 """
@@ -24,9 +25,10 @@ def choose(credit: Sequence[int], open_maybe: Sequence[int], capacity: int, curr
            maybe: bool, rr: int) -> int | None:
     """Index of the receiver for the next record, or None when no receiver can take it."""
     n = len(credit)
-    for j in range(n):
+    for i in range(n):
+        j = (rr + i) % n
         if credit[j] == capacity and open_maybe[j] < 0:
-            return j  # starving: nothing in flight and nothing waiting for it
+            return j  # starving: nothing in flight and nothing waiting for it (rotating)
     if 0 <= current < n and open_maybe[current] >= 0 and fits(credit[current],
                                                                open_maybe[current], maybe):
         return current

@@ -19,6 +19,9 @@ def test_a_starving_receiver_gets_the_next_record():
     # receiver 2 has every credit back and nothing open: it waits for us
     assert choose([3, 8, 8], [0, -1, -1], 8, current=0, maybe=False, rr=0) == 1
     assert choose([3, 5, 8], [0, -1, -1], 8, current=0, maybe=False, rr=0) == 2
+    # starving receivers take turns (else one idle replica would get every item)
+    picks = {choose([8, 8, 8], [-1, -1, -1], 8, current=0, maybe=False, rr=r) for r in range(3)}
+    assert picks == {0, 1, 2}
 
 
 def test_the_open_batch_keeps_its_receiver_while_it_fits():
