@@ -113,10 +113,14 @@ class Loop:
         if rt.feedback is not None:
             rt.feedback.note(taken.batch, taken.done, upto)
         if rt.ckpt is not None:
+            # the sink has consumed the whole segment: the mark goes past its last item at once
+            # (a checkpoint taken half way would claim less than the sink has made durable)
             b = taken.batch
-            for i in range(taken.done, upto):
-                if b.kind(i) == ITEM:
-                    rt.ckpt.consumed(b.keys[i], rt.stage, time.perf_counter())
+            items = [b.keys[i] for i in range(taken.done, upto) if b.kind(i) == ITEM]
+            for key in items[:-1]:
+                rt.ckpt.check(key)
+            if items:
+                rt.ckpt.consumed(items[-1], rt.stage, time.perf_counter())
         self.inp.consume(taken, upto)
 
     def _put(self, keys: list[tuple], vals: list[Any], kinds: list[int] | None,
