@@ -232,7 +232,11 @@ class RankRuntime:
         return self.feedback
 
     def send_feedback(self, seq: int | None, value: Any) -> None:
-        self._feedback().send(seq, value)
+        fb = self._feedback()
+        if self.staging is not None:  # device arrays go home first, like data values
+            self.staging.done()
+            value = self.staging.outbound([value])[0]
+        fb.send(seq, value)
 
     def wait_feedback(self, current: int | None, seq: int) -> Any:
         return self._feedback().wait_for(current, seq)
