@@ -109,7 +109,7 @@ def test_backpressure_bounds_arrays_by_capacity(tmp_path):
         [[stages]]
         name = "arrays"
         uses = "tests.stages:Blocks"
-        params = {{ n = 60, kb = 64 }}
+        params = {{ n = 150, kb = 64 }}
         [[stages]]
         name = "pass"
         uses = "tests.stages:Identity"
@@ -132,8 +132,9 @@ def test_backpressure_bounds_arrays_by_capacity(tmp_path):
     assert s["arrays"]["edges"]["pass"]["peak"] <= 2 * cap + 1
     assert s["pass"]["edges"]["slow"]["peak"] <= cap + 1
     assert s["slow"]["held_peak"] > cap
+    # held back: blocked most of the time (what is left is start-up and the final drain)
     assert s["arrays"]["blocked"] > 0.5
-    assert run["meta"]["result"] == {"n": 60, "sum": 8192 * sum(range(60))}
+    assert run["meta"]["result"] == {"n": 150, "sum": 8192 * sum(range(150))}
 
 
 def test_large_arrays_arrive_bit_exact(tmp_path):
