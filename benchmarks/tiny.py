@@ -124,19 +124,19 @@ def _sp(n: int, reps: str, **pipeline) -> dict:
 
 
 def runners(quick: bool) -> dict[str, tuple]:
-    n = 30_000 if quick else 100_000
+    n = 30_000 if quick else 80_000
     return {
         "raw blocking recv + throttle": (lambda: _raw(n, "1,1,1,1", "block"), n),
         "raw irecv + test, back-off": (lambda: _raw(n, "1,1,1,1", "backoff"), n),
         "multiprocessing Queue(8)": (lambda: _python("mp", n // 2), n // 2),
-        "Ray actors, 1 item per call": (lambda: _python("ray", 1000, 1), 1000),
-        "Ray actors, 100 items per call": (lambda: _python("ray", n // 2, 100), n // 2),
+        "Ray actors, 1 item per call": (lambda: _python("ray", 500, 1), 500),
+        "Ray actors, 100 items per call": (lambda: _python("ray", n // 4, 100), n // 4),
         "streampipe (defaults)": (lambda: _sp(n, "1,1,1,1"), n),
     }
 
 
 def runners8(quick: bool) -> dict[str, tuple]:
-    n = 30_000 if quick else 100_000
+    n = 30_000 if quick else 80_000
     return {
         "raw blocking recv + throttle, any source": (lambda: _raw(n, "1,3,3,1", "block"), n),
         "raw irecv + test back-off, any source": (lambda: _raw(n, "1,3,3,1", "backoff"), n),

@@ -203,29 +203,27 @@ class Backoff:
     def of(cls, w: HostWaits) -> Backoff:
         return cls(w.spin, w.yields, w.cap, w.cap_idle)
 
-    def reset(self) -> None:
-        """Something happened: the next pause starts a new wait."""
-        self.n = 0
-
-    def pause(self) -> None:
+    def pause(self) -> bool:
+        """Wait a little; True when it slept (time has passed: look at the clock again)."""
         n = self.n
         self.n = n + 1
         if n == 0:
             self.t0 = time.perf_counter()
             self.k = 0
-            return
+            return False
         if n < 16:
-            return
+            return False
         waited = time.perf_counter() - self.t0
         if waited < self.spin:
-            return
+            return n % 64 == 0  # a long poll window still looks at time-bound conditions
         k = self.k
         self.k = k + 1
         if k < self.yields:
             os.sched_yield()
-            return
+            return False
         cap = self.cap if waited < self.idle_after else self.cap_idle
         time.sleep(min(cap, 10e-6 * (1 << min(k - self.yields, 12))))
+        return True
 
 
 # ----------------------------------------------------------------------------- receiving
@@ -416,7 +414,9 @@ class Transport:
         if self._incoming:
             got = self._deliver() or got
         if self._sends:
+            n = len(self._sends)
             self._reap_sends()
+            got = got or len(self._sends) < n  # a completed send can satisfy a wait too
         return got
 
     def _take(self, src: int, view: memoryview) -> None:
@@ -482,12 +482,11 @@ class Transport:
             return
         bo = backoff or Backoff.of(self.waits)
         deadline = None if timeout is None else time.perf_counter() + timeout
+        poll, pause = self.poll, bo.pause
         while True:
-            if self.poll():
-                bo.reset()
-            else:
-                bo.pause()
-            if until():
+            # until() can only change when something arrived or completed, or with time
+            # (checked after each sleep): an empty poll skips it
+            if (poll() or pause()) and until():
                 return
             if deadline is not None and time.perf_counter() > deadline:
                 raise TimeoutError(f"rank {self.rank}: timed out after {timeout:.1f} s {what}")
