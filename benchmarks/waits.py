@@ -3,8 +3,9 @@
 * Idle one-way latency per hop: a chain whose source sends one small item every 2 ms (every
   receiver is asleep in its back-off when the item comes), 4 ranks on this machine's cores and
   2 ranks (every rank has a core); streampipe (per hop: receiver ``t_recv`` - sender ``t_sent``,
-  joined by seq) with each receive strategy, against a raw ``Irecv`` + ``Test`` loop with the
-  same back-off and a raw blocking ``Recv`` (which spins).
+  joined by seq) with each receive strategy and with a 5 ms poll window (``STREAMPIPE_SPIN_US``,
+  for nodes whose cores are really free), against a raw ``Irecv`` + ``Test`` loop with the same
+  back-off and a raw blocking ``Recv`` (which spins).
 * CPU of a waiting rank: a 2-rank and a 4-rank job whose source sleeps 0.5 s per item; the
   waiting ranks' CPU-s per wall-second (getrusage in the stage's close).
 
@@ -20,10 +21,13 @@ import numpy as np
 from benchmarks.common import machine, med, parser, run_job, run_raw, stage, table, verdict
 
 
-def sp_hops(ranks: int, n: int, recv: str) -> dict:
+def sp_hops(ranks: int, n: int, recv: str, spin_us: int | None = None) -> dict:
     sts = ([stage("src", "Gen", n=n, ms=2.0)] + [stage(f"s{i}") for i in range(ranks - 2)]
            + [stage("snk", "Tally")])
-    jr = run_job(sts, cpu=True, env={"STREAMPIPE_RECV": recv})
+    env = {"STREAMPIPE_RECV": recv}
+    if spin_us is not None:
+        env["STREAMPIPE_SPIN_US"] = str(spin_us)
+    jr = run_job(sts, cpu=True, env=env)
     ranks_ = jr.run["ranks"]
     hops = []
     for a, b in zip(ranks_[:-1], ranks_[1:], strict=True):
@@ -55,6 +59,7 @@ def main(argv=None) -> int:
     runners = {
         "streampipe (improbe, the default)": lambda r: sp_hops(r, n, "probe"),
         "streampipe (posted irecv)": lambda r: sp_hops(r, n, "irecv"),
+        "streampipe, STREAMPIPE_SPIN_US=5000": lambda r: sp_hops(r, n, "probe", 5000),
         "raw Irecv + Test, same back-off": lambda r: raw_hops(r, n, "backoff"),
         "raw blocking Recv (spins)": lambda r: raw_hops(r, n, "block"),
     }
@@ -63,7 +68,7 @@ def main(argv=None) -> int:
         got: dict[str, list[dict]] = {k: [] for k in runners}
         for i in range(a.reps):
             names = list(runners)
-            for name in names[i % 4:] + names[:i % 4]:
+            for name in names[i % len(names):] + names[:i % len(names)]:
                 got[name].append(runners[name](ranks))
         for name, runs in got.items():
             hop = med(r["hop"] for r in runs)
