@@ -414,13 +414,20 @@ class InPort:
         owed[1] += n
         q = self.msgs[src]
         while n:
-            m = q[0]
+            m = q[0]  # [credits not yet returned, records not yet consumed]
             k = min(n, m[1])
             m[1] -= k
             n -= k
             if not m[1]:
                 owed[0] += m[0]
                 q.popleft()
+            elif m[0] > 1:
+                # a message of array records: each consumed record frees its own credit at
+                # once (the last one is kept until the message is done), so the sender can
+                # overlap with a long batch instead of waiting for all of it
+                c = min(k, m[0] - 1)
+                m[0] -= c
+                owed[0] += c
         if src in self.eos:
             self._maybe_ack(src)
         elif owed[0] >= self.credit_batch:

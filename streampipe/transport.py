@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
+import numpy
+
 from .edges import ABORT as ABORT_EDGE
 
 __all__ = ["Transport", "Backoff", "AbortRequested", "HostWaits", "measure_host", "choose_recv",
@@ -279,6 +281,11 @@ class _Probe:
         pass
 
 
+def _buffer(size: int) -> Any:
+    """Memory for an incoming buffer: not zeroed first (MPI overwrites all of it)."""
+    return numpy.empty(size, dtype=numpy.uint8)
+
+
 @dataclass
 class _Incoming:
     """A frame whose out-of-band buffers are still arriving."""
@@ -288,7 +295,7 @@ class _Incoming:
     arg: int
     flags: int
     blob: bytes
-    bufs: list[bytearray] = field(default_factory=list)
+    bufs: list[Any] = field(default_factory=list)
     reqs: list[Any] = field(default_factory=list)
 
 
@@ -432,7 +439,7 @@ class Transport:
         inc = _Incoming(kind, edge, arg, flags, bytes(view[off + 8 * nbufs:]))
         MPI = self.MPI
         for size in sizes:
-            buf = bytearray(size)
+            buf = _buffer(size)
             inc.bufs.append(buf)
             inc.reqs.append(self.comm.Irecv([buf, MPI.BYTE], source=src, tag=TAG_BUF))
             self.bytes_received += size
@@ -457,7 +464,7 @@ class Transport:
         return done
 
     def _dispatch(self, src: int, kind: int, edge: int, arg: int, body: Any,
-                  bufs: list[bytearray] | None, t0: float) -> None:
+                  bufs: list[Any] | None, t0: float) -> None:
         if kind == DATA:
             payload: Any = (arg, pickle.loads(body, buffers=bufs))
         elif kind == CREDIT:
