@@ -31,9 +31,11 @@ def sp_hops(ranks: int, n: int, recv: str, spin_us: int | None = None) -> dict:
     ranks_ = jr.run["ranks"]
     hops = []
     for a, b in zip(ranks_[:-1], ranks_[1:], strict=True):
-        sent = dict(zip(a["events"][:, 0].astype(int), a["wall0"] + a["events"][:, 4],
+        # perf_counter is one clock for every process of a host (wall0 pairs two clock reads,
+        # which a loaded machine can separate by a preemption)
+        sent = dict(zip(a["events"][:, 0].astype(int), a["perf0"] + a["events"][:, 4],
                         strict=True))
-        hops += [b["wall0"] + e[1] - sent[int(e[0])] for e in b["events"][n // 10:]]
+        hops += [b["perf0"] + e[1] - sent[int(e[0])] for e in b["events"][n // 10:]]
     waiting = [c["cpu"] / c["wall"] for c in jr.cpu if c["stage"] != "src"]
     return {"hop": float(np.median(hops)), "cpu": max(waiting), "recv": ranks_[1]["wait_recv"]}
 

@@ -261,6 +261,7 @@ class Recorder:
             ev[:, 1:] -= t0
         return {
             "wall0": self.wall0,
+            "perf0": t0,  # perf_counter at the start: one clock for all ranks of a host
             "elapsed": self.t_end - t0,
             "time": dict(zip(STATES, self.totals, strict=True)),
             "events": ev,
