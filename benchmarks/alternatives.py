@@ -1,11 +1,11 @@
-"""Against the alternatives: the same 4-stage workload (source -> +1 -> +1 -> sink) as a
-sequential loop, multiprocessing ``Process`` + ``Queue(maxsize=8)``, Ray actors (skipped when
-ray is not installed), a hand-written mpi4py pipeline and streampipe.
+"""Large items against the alternatives: the same 4-stage workload (source -> +1 -> +1 -> sink)
+on 1 MiB NumPy arrays as a sequential loop, multiprocessing ``Process`` + ``Queue(maxsize=8)``,
+Ray actors, hand-written mpi4py (pickled ``send``/``recv`` and raw ``Send``/``Recv``) and
+streampipe with its defaults. Reported: steady-state rate (middle 80 % of completions at the
+sink), min and median of ``--reps`` alternating repeats, and the wall time of the whole command
+(start-up included). Tiny items: ``benchmarks/tiny.py``.
 
-Two workloads: small items (Python ints) and 1 MB NumPy arrays. Reported: steady-state rate
-(middle 80 % of completions at the sink) and the wall time of the whole command, start-up
-included. Also the small-item rate of the trivial 4-stage pipeline on 4 ranks (1,1,1,1) and on
-8 ranks (replicas 1,3,3,1) against raw mpi4py send/recv with the same layout.
+    PYTHONPATH=. python -m benchmarks.alternatives [--quick] [--reps 3]
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from benchmarks.common import (
     PY,
     launch,
     machine,
+    med,
     parser,
     run_job,
     run_raw,
@@ -29,7 +30,6 @@ from benchmarks.common import (
 from benchmarks.stages import make_payload
 
 MB = 1 << 20
-TUNED = {"capacity": 256, "batch": 256}
 
 
 # ----------------------------------------------------------------------------- workers
@@ -117,76 +117,62 @@ def _have_ray() -> bool:
 
 
 # ----------------------------------------------------------------------------- benchmark
-def workload(kind: str, nbytes: int, n: int) -> list[list]:
-    rows = []
-    for name, label in (("seq", "sequential loop"), ("mp", "multiprocessing Queue(8)"),
-                        ("ray", "Ray actors")):
-        if name == "ray" and not _have_ray():
-            rows.append([label, "skipped (ray not installed)", "", ""])
-            continue
-        rate, wall = _python_baseline(name, kind, nbytes, n)
-        rows.append([label, rate, wall, 0.0])
-    for st in (["lower", "upper"] if kind == "array" else ["lower"]):
-        res, wall = run_raw(4, "pipeline", "--payload", kind, "--bytes", nbytes, "--n", n,
-                            "--op", "add", "--style", st)
-        assert res["n"] == n, res
-        rows.append([f"raw mpi4py {'send/recv' if st == 'lower' else 'Send/Recv'}",
-                     res["rate"], wall, 0.0])
-    for label, knobs in (("streampipe (capacity 8)", {}), ("streampipe (capacity/batch 256)",
-                                                          TUNED)):
-        if kind == "array" and knobs:
-            continue
-        jr = run_job([stage("src", "Gen", n=n, payload=kind, bytes=nbytes),
-                      stage("a", op="add"), stage("b", op="add"), stage("snk", "Tally")],
-                     **knobs)
-        assert jr.result["n"] == n, jr.result
-        rows.append([label, jr.rate, jr.wall, 0.0])
-    mp_rate = rows[1][1]
-    for r in rows:
-        if isinstance(r[1], float):
-            r[3] = r[1] / mp_rate
-    return rows
+def runners(kind: str, nbytes: int, n: int) -> dict:
+    out = {"sequential loop": lambda: _python_baseline("seq", kind, nbytes, n),
+           "multiprocessing Queue(8)": lambda: _python_baseline("mp", kind, nbytes, n)}
+    if _have_ray():
+        out["Ray actors"] = lambda: _python_baseline("ray", kind, nbytes, n)
+    for st, label in (("lower", "raw mpi4py send/recv (pickle)"),
+                      ("upper", "raw mpi4py Send/Recv (buffers)")):
+        out[label] = lambda st=st: _raw(kind, nbytes, n, st)
+    out["streampipe (defaults)"] = lambda: _sp(kind, nbytes, n)
+    return out
 
 
-def ranks_4_and_8(n: int) -> list[list]:
-    rows = []
-    for reps in ("1,1,1,1", "1,3,3,1"):
-        res, _ = run_raw(sum(map(int, reps.split(","))), "pipeline", "--n", n, "--replicas",
-                         reps, "--op", "add")
-        sts = [stage("src", "Gen", n=n), stage("a", replicas=int(reps[2]), op="add"),
-               stage("b", replicas=int(reps[4]), op="add"), stage("snk", "Tally")]
-        # ordered = true (the default): the sink gets items in source order, raw does not
-        sp8 = run_job(sts)
-        spt = run_job(sts, **TUNED)
-        rows.append([sum(map(int, reps.split(","))), reps, res["rate"], sp8.rate,
-                     sp8.rate / res["rate"], spt.rate, spt.rate / res["rate"]])
-    return rows
+def _raw(kind: str, nbytes: int, n: int, style: str) -> tuple[float, float]:
+    res, wall = run_raw(4, "pipeline", "--payload", kind, "--bytes", nbytes, "--n", n,
+                        "--op", "add", "--style", style)
+    assert res["n"] == n, res
+    return res["rate"], wall
+
+
+def _sp(kind: str, nbytes: int, n: int) -> tuple[float, float]:
+    jr = run_job([stage("src", "Gen", n=n, payload=kind, bytes=nbytes),
+                  stage("a", op="add"), stage("b", op="add"), stage("snk", "Tally")])
+    assert jr.result["n"] == n, jr.result
+    return jr.rate, jr.wall
+
+
+def workload(kind: str, nbytes: int, n: int, reps: int) -> list[list]:
+    rs = runners(kind, nbytes, n)
+    got: dict[str, list[tuple[float, float]]] = {k: [] for k in rs}
+    names = list(rs)
+    for i in range(reps):
+        for name in names[i % len(names):] + names[:i % len(names)]:
+            got[name].append(rs[name]())
+    mp = med(r for r, _ in got["multiprocessing Queue(8)"])
+    return [[name, min(r for r, _ in v), med(r for r, _ in v), med(w for _, w in v),
+             med(r for r, _ in v) / mp] for name, v in got.items()]
 
 
 def main(argv=None) -> int:
     ap = parser(__doc__)
+    ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--worker", nargs=4, help=argparse_hidden())
     a = ap.parse_args(argv)
     if a.worker:
         name, kind, nbytes, n = a.worker
         worker(name, kind, int(nbytes), int(n))
         return 0
-    n_small, n_big = (5000, 100) if a.quick else (20000, 300)
-    print(f"## Against the alternatives, 4 stages ({machine()})\n")
-    heads = ["runner", "steady items/s", "whole command s", "rate / multiprocessing"]
-    small = workload("int", 8, n_small)
-    print(f"Small items (int), N = {n_small}:\n\n{table(heads, small)}\n")
-    big = workload("array", MB, n_big)
-    print(f"1 MB arrays, N = {n_big}:\n\n{table(heads, big)}\n")
-    print(f"Trivial 4-stage pipeline, small items, N = {n_small}, vs raw mpi4py send/recv with "
-          "the same layout (rank per replica, round-robin):\n")
-    r48 = ranks_4_and_8(n_small)
-    print(table(["ranks", "replicas", "raw items/s", "sp cap 8", "sp/raw", "sp cap/batch 256",
-                 "sp/raw"], r48))
-    sp_small = next(r for r in small if r[0] == "streampipe (capacity 8)")[3]
-    sp_tuned = next(r for r in small if r[0].startswith("streampipe (capacity/"))[3]
-    print(f"\ntarget >= 3 x multiprocessing.Queue on small items: default "
-          f"{verdict(sp_small, 3.0)}; capacity/batch 256 {verdict(sp_tuned, 3.0)}")
+    n = 100 if a.quick else 300
+    reps = 1 if a.quick else a.reps
+    print(f"## 1 MiB arrays, 4 stages ({machine()}, N = {n}, {reps} repeats)\n")
+    rows = workload("array", MB, n, reps)
+    print(table(["runner", "items/s min", "items/s median", "whole command s",
+                 "rate / multiprocessing"], rows))
+    sp = next(r for r in rows if r[0].startswith("streampipe"))[4]
+    print(f"\nno regression: streampipe >= 9 x multiprocessing.Queue(8) on 1 MiB arrays "
+          f"(the figure before the engine rewrite): {verdict(sp, 9.0)}")
     return 0
 
 

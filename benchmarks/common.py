@@ -37,17 +37,20 @@ class Launched:
     wall: float  # seconds, whole command including start-up
 
 
-def _env() -> dict[str, str]:
+def _env(extra: dict[str, str] | None = None) -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
+    env.update(extra or {})
     return env
 
 
-def launch(cmd: Sequence[str], timeout: float = 120.0) -> Launched:
-    """Run ``cmd`` from the repo root in its own process group; kill the group on timeout."""
+def launch(cmd: Sequence[str], timeout: float = 120.0,
+           env: dict[str, str] | None = None) -> Launched:
+    """Run ``cmd`` from the repo root in its own process group (``env``: extra environment);
+    kill the group on timeout."""
     t0 = time.perf_counter()
     proc = subprocess.Popen(list(cmd), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=_env(), cwd=ROOT, start_new_session=True)
+                            env=_env(env), cwd=ROOT, start_new_session=True)
     try:
         out, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -149,7 +152,8 @@ class JobRun:
 
 
 def run_job(stages: list[dict[str, Any]], timeout: float = 120.0, cpu: bool = False,
-            overrides: Iterable[str] = (), **pipeline: Any) -> JobRun:
+            overrides: Iterable[str] = (), env: dict[str, str] | None = None,
+            **pipeline: Any) -> JobRun:
     """Write a job into a temp dir, ``streampipe run`` it, read the run file back."""
     from streampipe import runfile
 
@@ -163,7 +167,7 @@ def run_job(stages: list[dict[str, Any]], timeout: float = 120.0, cpu: bool = Fa
     cmd = [PY, "-m", "streampipe", "run", str(job), "--out", str(out), "--quiet"]
     for o in overrides:
         cmd += ["--set", o]
-    done = launch(cmd, timeout)
+    done = launch(cmd, timeout, env)
     run = runfile.read(str(out))
     if run["meta"].get("status") != "ok":
         raise RuntimeError(f"run {out} status {run['meta'].get('status')}: {done.stderr[-2000:]}")
@@ -171,12 +175,13 @@ def run_job(stages: list[dict[str, Any]], timeout: float = 120.0, cpu: bool = Fa
     return JobRun(done.wall, run, run["meta"].get("result"), cpus)
 
 
-def run_raw(n_ranks: int, *args: Any, timeout: float = 120.0) -> tuple[dict[str, Any], float]:
+def run_raw(n_ranks: int, *args: Any, timeout: float = 120.0,
+            env: dict[str, str] | None = None) -> tuple[dict[str, Any], float]:
     """Run ``benchmarks/raw_mpi.py ARGS`` on ``n_ranks`` ranks; (its RESULT json, wall s)."""
     from streampipe.launch import find_mpiexec
 
     done = launch([find_mpiexec(), "-n", str(n_ranks), PY, "-m", "mpi4py", RAW,
-                   *map(str, args)], timeout)
+                   *map(str, args)], timeout, env)
     for line in done.stdout.splitlines():
         if line.startswith("RESULT "):
             return json.loads(line[7:]), done.wall

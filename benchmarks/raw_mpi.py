@@ -6,7 +6,12 @@ Modes (the rank that measures prints one ``RESULT {json}`` line):
   ``Send``/``Recv`` of a preallocated array), rank 1 times them.
 * ``pingpong`` ``n`` round trips of the payload between ranks 0 and 1; half the round trip.
 * ``pipeline`` a chain of stages with ``--replicas 1,3,3,1`` (round-robin to replicas,
-  end-of-stream sentinels), optional ``--ms`` sleep per item in every middle stage.
+  end-of-stream sentinels), optional ``--ms`` sleep per item in every middle stage. ``--wait
+  block`` receives with a blocking ``recv`` (run it with MPICH's throttle variables, see
+  :data:`THROTTLE`, for the "blocking + throttle" loop); ``--wait backoff`` posts an ``irecv``
+  from any source and polls it with ``test()`` and a back-off (16 polls, 16 ``sched_yield``,
+  then sleeps doubling from 10 us to 200 us): the hand-written polling loop.
+* ``chain`` idle latency per hop (``--ms`` between items, ``--wait block|backoff``).
 * ``lockstep`` one item per step on every rank, then a barrier; per-item sleep times come from
   ``--times FILE.npy`` (ranks x items). The barrier is an ``Ibarrier`` polled with a short
   sleep so waiting does not burn the cores the sleeping ranks need.
@@ -19,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 
 import numpy as np
@@ -28,6 +34,26 @@ from benchmarks.common import steady_rate
 from benchmarks.stages import _cpu, make_payload
 
 EOS_TAG = 1
+# MPICH settings that make its blocking waits yield more often (MPI-NOTES.md)
+THROTTLE = {"MPIR_CVAR_CH4_PROGRESS_THROTTLE": "1",
+            "MPIR_CVAR_CH4_PROGRESS_THROTTLE_NO_PROGRESS_COUNT": "64"}
+
+
+def _backoff_recv(comm: MPI.Comm):
+    """Receive the next pickled item from any source: irecv + test with a sleeping back-off."""
+    req = comm.irecv(source=MPI.ANY_SOURCE)
+    n = 0
+    while True:
+        done, x = req.test()
+        if done:
+            return x
+        n += 1
+        if n < 16:
+            continue
+        if n < 32:
+            os.sched_yield()
+            continue
+        time.sleep(min(200e-6, 10e-6 * (1 << min(n - 32, 10))))
 
 
 def stream(comm: MPI.Comm, a: argparse.Namespace) -> dict | None:
@@ -95,6 +121,8 @@ def pipeline(comm: MPI.Comm, a: argparse.Namespace) -> dict | None:
             if upper:
                 comm.Recv(buf, source=MPI.ANY_SOURCE, tag=MPI.ANY_TAG, status=status)
                 x = None if status.Get_tag() == EOS_TAG else buf
+            elif a.wait == "backoff":
+                x = _backoff_recv(comm)
             else:
                 x = comm.recv(source=MPI.ANY_SOURCE)
             if x is None:
@@ -119,6 +147,43 @@ def pipeline(comm: MPI.Comm, a: argparse.Namespace) -> dict | None:
     cpu = comm.recv(source=0, tag=5) if comm.rank else cpu
     t = np.array(times)
     return {"n": len(t), "rate": steady_rate(t), "total": float(t[-1] - t_start), "cpu": cpu}
+
+
+def chain(comm: MPI.Comm, a: argparse.Namespace) -> dict | None:
+    """Idle latency per hop: rank 0 sends an item every ``--ms`` ms down a chain of ranks; each
+    rank forwards it at once, stamped; per-hop latency = receive time - the sender's stamp
+    (same host: one clock). Also each receiving rank's CPU per wall second."""
+    n, r, p = a.n, comm.rank, comm.size
+    buf = np.zeros(1)
+    lat = []
+    req = None
+    comm.Barrier()
+    t0, cpu0 = time.perf_counter(), _cpu()
+    for _ in range(n):
+        if r == 0:
+            time.sleep(a.ms / 1e3)
+        else:
+            if a.wait == "block":
+                comm.Recv(buf, source=r - 1)
+            else:
+                req = comm.Irecv(buf, source=r - 1)
+                k = 0
+                while not req.Test():
+                    k += 1
+                    if 16 <= k < 32:
+                        os.sched_yield()
+                    elif k >= 32:
+                        time.sleep(min(200e-6, 10e-6 * (1 << min(k - 32, 10))))
+            lat.append(time.perf_counter() - buf[0])
+        if r < p - 1:
+            buf[0] = time.perf_counter()
+            comm.Send(buf, dest=r + 1)
+    cpu = (_cpu() - cpu0) / (time.perf_counter() - t0)
+    got = comm.gather((lat[n // 10:], cpu), root=0)
+    if r:
+        return None
+    hops = [x for lt, _ in got[1:] for x in lt]
+    return {"hop_median": float(np.median(hops)), "cpu_per_s": [c for _, c in got[1:]]}
 
 
 def lockstep(comm: MPI.Comm, a: argparse.Namespace) -> dict | None:
@@ -150,7 +215,7 @@ def lockstep(comm: MPI.Comm, a: argparse.Namespace) -> dict | None:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("mode", choices=["stream", "pingpong", "pipeline", "lockstep"])
+    ap.add_argument("mode", choices=["stream", "pingpong", "pipeline", "lockstep", "chain"])
     ap.add_argument("--payload", default="int")
     ap.add_argument("--bytes", type=int, default=8)
     ap.add_argument("--n", type=int, default=10000)
@@ -159,10 +224,11 @@ def main() -> None:
     ap.add_argument("--ms", type=float, default=0.0)
     ap.add_argument("--op", default="pass")
     ap.add_argument("--times")
+    ap.add_argument("--wait", choices=["block", "backoff"], default="block")
     a = ap.parse_args()
     comm = MPI.COMM_WORLD
     res = {"stream": stream, "pingpong": pingpong, "pipeline": pipeline,
-           "lockstep": lockstep}[a.mode](comm, a)
+           "lockstep": lockstep, "chain": chain}[a.mode](comm, a)
     if res is not None:
         print("RESULT " + json.dumps(res), flush=True)
 

@@ -11,7 +11,7 @@ import time
 
 from benchmarks.common import parser
 
-SCRIPTS = ["bound", "hop", "alternatives", "barrier", "capacity", "oversubscribe"]
+SCRIPTS = ["tiny", "waits", "bound", "alternatives", "oversubscribe", "hop", "barrier", "capacity"]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -24,8 +24,9 @@ class Pipeline:
     """
 
     def __init__(self, name: str = "pipeline", *, capacity: int = 8, ordered: bool = True,
-                 batch: int = 64) -> None:
+                 batch: int = 64, max_delay: float | None = None) -> None:
         self.name, self.capacity, self.ordered, self.batch = name, capacity, ordered, batch
+        self.max_delay = max_delay
         self.stages: list[StageSpec] = []
 
     def add(self, stage: Any, *, name: str | None = None, replicas: int = 1, group: int = 1,
@@ -41,7 +42,9 @@ class Pipeline:
 
     def spec(self) -> JobSpec:
         """The validated JobSpec of this pipeline."""
-        spec = JobSpec(self.name, list(self.stages), self.capacity, self.ordered, self.batch)
+        settings = {} if self.max_delay is None else {"max_delay": self.max_delay}
+        spec = JobSpec(self.name, list(self.stages), self.capacity, self.ordered, self.batch,
+                       settings=settings)
         for i, st in enumerate(spec.stages):
             for key, value in (("replicas", st.replicas), ("group", st.group)):
                 if value < 1:

@@ -1,25 +1,51 @@
-"""Edges: credit-controlled output ports, input ports, and the ordered merge.
+"""Edges: credit-controlled output ports, input ports with ordered merges, feedback input.
 
-A record is ``(kind, key, value)``. ``key`` is a tuple: ``(seq,)`` for source item ``seq``,
-``key + (i,)`` for the i-th output of a fan-out, ``(FINAL, stage, replica, i)`` for items emitted
-by ``finish()``. Keys order the stream; TOMB (dropped item) and END (a fan-out's count) markers
-let a merge of several upstream ranks know that nothing is missing, so it never waits for an
-item that will not come and never needs to see every upstream's head.
+**Credits.** The receiver of an edge grants each sender ``capacity`` credits. A wire message
+costs one credit, however many small records it holds (at most ``batch``); a message that
+carries out-of-band array buffers, or whose pickle is larger than the posted receive buffer
+(64 KiB), costs one credit per record in it that may carry such data (anything but numbers and
+short strings). So per (sender, receiver) pair at most ``capacity`` messages, ``capacity x
+batch`` small records and ``capacity`` records with arrays are in flight. A message's credit
+comes back once the receiver has *consumed* all its records (its stage has handed their outputs
+on), in credit frames that carry the record count too, so the sender's in-flight level (for
+Little's law) stays exact.
+
+**Batching.** A sender keeps one open batch per receiver and sends it when the flush policy says
+so (:mod:`streampipe.flush`): full, the receiver idle (nothing in flight), or a record about to
+wait longer than ``max_delay``; and always before its rank waits for anything, so two ranks can
+never wait on each other.
 """
 
 from __future__ import annotations
 
-import math
+import pickle
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from itertools import repeat
 from typing import Any
 
-from .metrics import Level
-from .transport import CREDIT, DATA, Transport
+from .flush import FlushPolicy
+from .merge import make_merge
+from .metrics import Level, Rows
+from .records import END, ITEM, TOMB, Batch, Record, position
+from .routing import choose, fits
+from .transport import DATA, EOS, INLINE_BYTES, POSTED_BYTES, PROGRESS, Transport, encode
 
-ITEM, TOMB, END, EOS = range(4)
-FINAL = math.inf
+__all__ = ["OutPort", "InPort", "Taken", "FeedbackIn", "UnsendableItem", "may_carry_buffers",
+           "ITEM", "TOMB", "END"]
+
+INLINE_TYPES = frozenset({int, float, bool, complex, type(None)})
+
+
+def may_carry_buffers(value: Any) -> bool:
+    """Whether a record may be charged one credit of its own (see the module doc)."""
+    t = type(value)
+    if t in INLINE_TYPES:
+        return False
+    if t is str or t is bytes:
+        return len(value) >= INLINE_BYTES
+    return True
 
 
 class UnsendableItem(TypeError):
@@ -30,11 +56,9 @@ class UnsendableItem(TypeError):
         self.item_seq = seq
 
 
-def _unsendable(records: list, exc: Exception) -> UnsendableItem:
+def _unsendable(batch: Batch, exc: Exception) -> UnsendableItem:
     """Name the record of a batch that does not pickle (batching hides which item it was)."""
-    import pickle
-
-    for _kind, key, value in records:
+    for key, value in zip(batch.keys, batch.values, strict=True):
         try:
             pickle.dumps(value, protocol=5)
         except Exception as err:  # noqa: BLE001 - any pickling failure is this item's
@@ -45,92 +69,277 @@ def _unsendable(records: list, exc: Exception) -> UnsendableItem:
     return UnsendableItem(None, f"a batch of items cannot be sent: {type(exc).__name__}: {exc}")
 
 
+class _Open:
+    """The batch a sender is filling for one receiver."""
+
+    __slots__ = ("keys", "values", "kinds", "rows", "maybe", "t_first")
+
+    def __init__(self, now: float) -> None:
+        self.keys: list[tuple] = []
+        self.values: list[Any] = []
+        self.kinds: list[int] | None = None
+        self.rows: list[Rows] = []  # event rows of the items these records came from
+        self.maybe = 0  # records that may carry buffers
+        self.t_first = now
+
+
 class OutPort:
     """Sender side of one edge to the root ranks of the next stage (or, broadcast, to all)."""
 
     def __init__(self, transport: Transport, edge: int, dests: tuple[int, ...], capacity: int,
-                 batch: int, level: Level, broadcast: bool = False) -> None:
+                 batch: int, level: Level, broadcast: bool = False, *, max_delay: float = 1e-3,
+                 on_sent: Callable[[list[Rows], float], None] | None = None,
+                 progress: bool = False) -> None:
         self.t = transport
         self.edge = edge
         self.dests = dests
         self.capacity = capacity
+        self.policy = FlushPolicy(batch, max_delay)
         self.batch = batch
         self.broadcast = broadcast
-        self.credits = dict.fromkeys(dests, capacity)
-        self.buf: dict[int, list] = {d: [] for d in dests}
-        self.t_first = 0.0  # when the oldest unflushed record was put
-        self.pending = 0
-        self.closed: set[int] = set()
         self.level = level
+        self.on_sent = on_sent
+        n = len(dests)
+        self.credit = [capacity] * n
+        self.open: list[_Open | None] = [None] * n
+        self.pending = 0  # records in open batches
+        self.starving = n  # receivers with nothing in flight
+        self.closed: set[int] = set()
+        self._index = {d: j for j, d in enumerate(dests)}
+        self._cur = 0
         self._rr = 0
-        transport.handlers[edge] = self._on_credit
+        # progress marks for receivers that merge by heads: the position of the last record put,
+        # and the last one each receiver was told (everything later sits after it)
+        self.progress = progress
+        self.last_pos: tuple | None = None
+        self.told: list[tuple | None] = [None] * n
+        transport.register(edge, self._on_credit)
 
     def _on_credit(self, src: int, kind: int, payload: Any) -> None:
-        n, closed = payload
-        self.credits[src] += n
-        self.level.add(-n, time.perf_counter())
+        c, n, closed = payload
+        j = self._index[src]
+        self.credit[j] += c
+        if c and self.credit[j] == self.capacity:
+            self.starving += 1
+        if n:
+            self.level.add(-n, time.perf_counter())
         if closed:
             self.closed.add(src)
 
-    def has_credit(self) -> bool:
-        c = self.credits
-        if self.broadcast:
-            return all(c.values())
-        return any(c.values())
+    # ----- putting records -----------------------------------------------------------------
+    def _maybes(self) -> list[int]:
+        return [-1 if ob is None else ob.maybe for ob in self.open]
+
+    def has_credit(self, maybe: bool = True) -> bool:
+        """Whether a record (by default one that may carry buffers) can be put now."""
+        ms = self._maybes()
+        ok = [fits(c, m, maybe) for c, m in zip(self.credit, ms, strict=True)]
+        return all(ok) if self.broadcast else any(ok)
+
+    def _room(self, j: int, values: Sequence[Any], i: int, n: int) -> tuple[int, int]:
+        """How far from ``i`` records fit into receiver ``j``'s batch; its maybe count then."""
+        ob = self.open[j]
+        have, m = (0, 0) if ob is None else (len(ob.keys), ob.maybe)
+        c = self.credit[j]
+        if c < 1:
+            return i, m
+        lim = min(n, i + self.batch - have)
+        if INLINE_TYPES.issuperset(map(type, values[i:lim])):
+            return lim, m  # numbers only (the common case): one type check in C per record
+        e = i
+        while e < lim:
+            v = values[e]
+            t = type(v)
+            if t not in INLINE_TYPES and (
+                    (t is not str and t is not bytes) or len(v) >= INLINE_BYTES):
+                if m + 1 > c:
+                    break
+                m += 1
+            e += 1
+        return e, m
+
+    def _extend(self, j: int, keys: Sequence[tuple], values: Sequence[Any],
+                kinds: Sequence[int] | None, rows: Rows | None, i: int, e: int, m: int,
+                now: float) -> None:
+        ob = self.open[j]
+        if ob is None:
+            ob = self.open[j] = _Open(now)
+        have = len(ob.keys)
+        ob.keys.extend(keys[i:e])
+        ob.values.extend(values[i:e])
+        if kinds is not None or ob.kinds is not None:
+            if ob.kinds is None:
+                ob.kinds = [ITEM] * have
+            ob.kinds.extend(kinds[i:e] if kinds is not None else repeat(ITEM, e - i))
+        if rows is not None:
+            seg = rows[i:e]
+            if not isinstance(seg, range):
+                seg = [r for r in seg if r >= 0]  # -1: a marker or a finish() output
+            last = ob.rows[-1] if ob.rows else None
+            if (isinstance(seg, range) and isinstance(last, range) and last.stop == seg.start):
+                ob.rows[-1] = range(last.start, seg.stop)
+            elif len(seg):
+                ob.rows.append(seg)
+        ob.maybe = m
+        self.pending += e - i
+
+    def put_batch(self, keys: Sequence[tuple], values: Sequence[Any],
+                  kinds: Sequence[int] | None = None, rows: Rows | None = None) -> int:
+        """Queue records (``rows``: the event row of the item each came from); returns how
+        many were taken, fewer than given when no receiver has credit for the next one."""
+        n = len(keys)
+        now = time.perf_counter()
+        i = 0
+        while i < n:
+            if self.broadcast:
+                e = min(self._room(j, values, i, n)[0] for j in range(len(self.dests)))
+                if e == i:
+                    break
+                for j in range(len(self.dests)):
+                    self._extend(j, keys, values, kinds, rows, i, e,
+                                 self._room(j, values, i, e)[1], now)
+                    if len(self.open[j].keys) >= self.batch:
+                        self._send(j, now)
+            else:
+                j = self._target(values[i])
+                if j is None:
+                    break
+                e, m = self._room(j, values, i, n)
+                if e == i:
+                    break
+                self._extend(j, keys, values, kinds, rows, i, e, m, now)
+                self._cur = j
+                if len(self.open[j].keys) >= self.batch:
+                    self._send(j, now)
+            i = e
+        if i:
+            self.level.add(i * (len(self.dests) if self.broadcast else 1), now)
+            if self.progress:
+                self.last_pos = position(ITEM if kinds is None else kinds[i - 1], keys[i - 1],
+                                         values[i - 1])
+        return i
+
+    def _target(self, value: Any) -> int | None:
+        if len(self.dests) == 1:
+            ob = self.open[0]
+            return 0 if fits(self.credit[0], -1 if ob is None else ob.maybe,
+                             may_carry_buffers(value)) else None
+        self._rr += 1
+        return choose(self.credit, self._maybes(), self.capacity, self._cur,
+                      may_carry_buffers(value), self._rr)
 
     def put(self, rec: tuple) -> None:
-        """Queue one record (the caller checked :meth:`has_credit`)."""
-        if self.broadcast:
-            targets = self.dests
-        else:
-            # whichever replica has the most credit; rotate between equals
-            n = len(self.dests)
-            best, best_c = -1, 0
-            for j in range(n):
-                d = self.dests[(self._rr + j) % n]
-                if self.credits[d] > best_c:
-                    best, best_c = d, self.credits[d]
-            self._rr += 1
-            targets = (best,)
-        for d in targets:
-            self.credits[d] -= 1
-            b = self.buf[d]
-            if not self.pending:
-                self.t_first = time.perf_counter()
-            b.append(rec)
-            self.pending += 1
-            if len(b) >= self.batch:
-                self._flush_one(d)
-        self.level.add(len(targets), time.perf_counter())
+        """Queue one record ``(kind, key, value)`` (the caller checked :meth:`has_credit`)."""
+        kind, key, value = rec
+        if not self.put_batch([key], [value], None if kind == ITEM else [kind]):
+            raise RuntimeError(f"edge {self.edge}: put without credit")
+        self.flush_due(time.perf_counter(), 0.0)
 
-    def _flush_one(self, d: int) -> None:
-        b = self.buf[d]
-        if b:
-            self.buf[d] = []
-            self.pending -= len(b)
-            try:
-                self.t.send_records(d, self.edge, b)
-            except Exception as exc:  # noqa: BLE001 - pickling errors vary by object type
-                raise _unsendable(b, exc) from exc
+    # ----- sending -------------------------------------------------------------------------
+    def _send(self, j: int, now: float) -> None:
+        ob = self.open[j]
+        self.open[j] = None
+        self.pending -= len(ob.keys)
+        t0 = time.perf_counter()
+        try:
+            # a plain tuple on the wire: pickling a NamedTuple costs 5x more
+            blob, bufs = encode((ob.keys, ob.values, ob.kinds, self.last_pos))
+        except Exception as exc:  # noqa: BLE001 - pickling errors vary by object type
+            raise _unsendable(Batch(ob.keys, ob.values, ob.kinds), exc) from exc
+        cost = max(1, ob.maybe) if bufs or len(blob) > POSTED_BYTES else 1
+        if self.credit[j] == self.capacity:
+            self.starving -= 1
+        self.credit[j] -= cost
+        self.t.send_data(self.dests[j], self.edge, cost, blob, bufs, t0)
+        self.told[j] = self.last_pos
+        if ob.rows and self.on_sent is not None:
+            self.on_sent(ob.rows, time.perf_counter())
+
+    def flush_due(self, now: float, pace: float) -> None:
+        """Send the open batches the flush policy says are due."""
+        if self.pending:
+            send, cap = self.policy.send, self.capacity
+            for j, ob in enumerate(self.open):
+                if ob is not None and send(len(ob.keys), now - ob.t_first, pace,
+                                           self.credit[j] == cap):
+                    self._send(j, now)
+        if self.progress:
+            self._tell_progress()
 
     def flush(self) -> None:
+        """Send every open batch (before this rank waits)."""
         if self.pending:
-            for d in self.dests:
-                self._flush_one(d)
+            now = time.perf_counter()
+            for j, ob in enumerate(self.open):
+                if ob is not None:
+                    self._send(j, now)
+        if self.progress:
+            self._tell_progress()
+
+    def _tell_progress(self) -> None:
+        # only receivers with nothing open: a record still waiting for j sits before last_pos
+        last = self.last_pos
+        if last is None:
+            return
+        for j, ob in enumerate(self.open):
+            if ob is None and self.told[j] != last:
+                self.told[j] = last
+                self.t.send(self.dests[j], PROGRESS, self.edge, last)
+
+    def oldest_row(self) -> int | None:
+        """The first event row some open batch still holds an output of."""
+        firsts = [ob.rows[0][0] for ob in self.open if ob is not None and ob.rows]
+        return min(firsts) if firsts else None
 
     def put_eos(self) -> None:
-        for d in self.dests:
-            self.buf[d].append((EOS, (), None))
-            self.pending += 1
         self.flush()
+        for d in self.dests:
+            self.t.send_eos(d, self.edge)
 
     @property
     def done(self) -> bool:
+        """Every receiver has acknowledged the end of the edge."""
         return len(self.closed) == len(self.dests)
 
 
+class Taken:
+    """Records an input port handed to its stage: one batch in stream order, made of runs of
+    arrived batches; ``done`` of them consumed so far."""
+
+    __slots__ = ("batch", "runs", "done")
+
+    def __init__(self, batch: Batch, runs: list[tuple[int, int, float]]) -> None:
+        self.batch = batch
+        self.runs = runs  # (src, count, arrival time), in batch order
+        self.done = 0
+
+    def _clip(self, lo: int, hi: int):
+        a = 0
+        for src, n, t in self.runs:
+            b = a + n
+            if b > lo and a < hi:
+                yield src, max(a, lo), min(b, hi), t
+            a = b
+
+    def arrivals(self, lo: int, hi: int) -> list[tuple[int, float]]:
+        """``(items, arrival time)`` segments of the ITEM records in ``[lo, hi)``."""
+        kinds = self.batch.kinds
+        if kinds is None:
+            return [(b - a, t) for _, a, b, t in self._clip(lo, hi)]
+        out = []
+        for _, a, b, t in self._clip(lo, hi):
+            k = kinds[a:b].count(ITEM)
+            if k:
+                out.append((k, t))
+        return out
+
+    def sources(self, lo: int, hi: int) -> list[tuple[int, int]]:
+        """``(src, records)`` of the records in ``[lo, hi)``."""
+        return [(src, b - a) for src, a, b, _ in self._clip(lo, hi)]
+
+
 class InPort:
-    """Receiver side of one edge: per-source queues, credit return, FIFO or ordered merge."""
+    """Receiver side of one edge: per-source accounting, credit return, FIFO or ordered merge."""
 
     def __init__(self, transport: Transport, edge: int, sources: tuple[int, ...], capacity: int,
                  merge: str | None, start_seq: int,
@@ -138,65 +347,96 @@ class InPort:
         self.t = transport
         self.edge = edge
         self.sources = sources
-        self.queue: deque[tuple[int, float, tuple]] = deque()
-        self.held = dict.fromkeys(sources, 0)  # records received from src and not yet consumed
-        self.owed = dict.fromkeys(sources, 0)  # credits consumed and not yet returned
         self.eos: set[int] = set()
         self.acked: set[int] = set()
+        self.merge = make_merge(merge or None, sources, start_seq, self.eos)
+        self.held = dict.fromkeys(sources, 0)  # records received from src, not yet consumed
+        self.msgs: dict[int, deque[list[int]]] = {s: deque() for s in sources}  # [cost, left]
+        self.owed = {s: [0, 0] for s in sources}  # credits, records consumed and not returned
         self.credit_batch = max(1, capacity // 2)
-        self.merger: Merger | HeadsMerger | None = None
-        if merge == "cursor":
-            self.merger = Merger(start_seq)
-        elif merge == "heads":
-            self.merger = HeadsMerger(sources, self.eos)
         self.on_arrival = on_arrival
-        transport.handlers[edge] = self._on_data
+        self._next: Taken | None = None
+        transport.register(edge, self._on_data)
 
-    def _on_data(self, src: int, kind: int, records: list) -> None:
+    def _on_data(self, src: int, kind: int, payload: Any) -> None:
+        if kind == EOS:
+            self.eos.add(src)
+            self._maybe_ack(src)
+            return
+        if kind == PROGRESS:
+            self.merge.progress(src, payload)
+            return
         assert kind == DATA
+        cost, body = payload
+        batch = Batch._make(body[:3])
+        n = len(batch.keys)
+        self.msgs[src].append([cost, n])
+        self.held[src] += n
         now = time.perf_counter()
-        n_items = 0
-        for rec in records:
-            if rec[0] == EOS:
-                self.eos.add(src)
-                continue
-            self.held[src] += 1
-            if rec[0] == ITEM:
-                n_items += 1
-            if self.merger is not None:
-                self.merger.add(src, now, rec)
-            else:
-                self.queue.append((src, now, rec))
-        if n_items:
-            self.on_arrival(n_items, now)
-        self._maybe_ack(src)
+        self.merge.add(src, batch, now)
+        if body[3] is not None:
+            self.merge.progress(src, body[3])
+        items = n if batch.kinds is None else batch.kinds.count(ITEM)
+        if items:
+            self.on_arrival(items, now)
 
-    def next(self) -> tuple[float, tuple] | None:
-        """The next record in stream order, or None when none is available yet."""
-        if self.merger is not None:
-            got = self.merger.next()
-            if got is None:
-                return None
-            src, t, rec = got
-        else:
-            if not self.queue:
-                return None
-            src, t, rec = self.queue.popleft()
-        self._consumed(src)
-        return t, rec
+    def take(self, limit: int) -> Taken | None:
+        """Up to ``limit`` records in stream order (None when none is available yet)."""
+        runs = self.merge.take(limit)
+        if not runs:
+            return None
+        if len(runs) == 1:
+            src, b, lo, hi, t = runs[0]
+            if lo == 0 and hi == len(b.keys):
+                return Taken(b, [(src, hi, t)])
+            return Taken(Batch(b.keys[lo:hi], b.values[lo:hi],
+                               None if b.kinds is None else b.kinds[lo:hi]), [(src, hi - lo, t)])
+        keys: list[tuple] = []
+        values: list[Any] = []
+        marked = any(b.kinds is not None for _, b, _, _, _ in runs)
+        kinds: list[int] | None = [] if marked else None
+        for _, b, lo, hi, _ in runs:
+            keys += b.keys[lo:hi]
+            values += b.values[lo:hi]
+            if kinds is not None:
+                kinds += b.kinds[lo:hi] if b.kinds is not None else [ITEM] * (hi - lo)
+        return Taken(Batch(keys, values, kinds), [(s, hi - lo, t) for s, _, lo, hi, t in runs])
 
-    def _consumed(self, src: int) -> None:
-        self.held[src] -= 1
-        self.owed[src] += 1
+    def consume(self, taken: Taken, upto: int) -> None:
+        """The first ``upto`` records of ``taken`` are done with (their outputs handed on)."""
+        for src, n in taken.sources(taken.done, upto):
+            self._consumed(src, n)
+        taken.done = upto
+
+    def _consumed(self, src: int, n: int) -> None:
+        self.held[src] -= n
+        owed = self.owed[src]
+        owed[1] += n
+        q = self.msgs[src]
+        while n:
+            m = q[0]  # [credits not yet returned, records not yet consumed]
+            k = min(n, m[1])
+            m[1] -= k
+            n -= k
+            if not m[1]:
+                owed[0] += m[0]
+                q.popleft()
+            elif m[0] > 1:
+                # a message of array records: each consumed record frees its own credit at
+                # once (the last one is kept until the message is done), so the sender can
+                # overlap with a long batch instead of waiting for all of it
+                c = min(k, m[0] - 1)
+                m[0] -= c
+                owed[0] += c
         if src in self.eos:
             self._maybe_ack(src)
-        elif self.owed[src] >= self.credit_batch:
+        elif owed[0] >= self.credit_batch:
             self._return(src)
 
     def _return(self, src: int, closed: bool = False) -> None:
-        n = self.owed[src]
-        self.owed[src] = 0
-        self.t.send(src, CREDIT, self.edge, (n, closed))
+        c, n = self.owed[src]
+        self.owed[src] = [0, 0]
+        self.t.send_credit(src, self.edge, c, n, closed)
 
     def _maybe_ack(self, src: int) -> None:
         # the closing ack is the last message to src on this edge: only when all its records
@@ -207,99 +447,21 @@ class InPort:
 
     def flush_credits(self) -> None:
         """Return every owed credit now (before this rank waits, to avoid a credit deadlock)."""
-        for src, n in self.owed.items():
-            if n and src not in self.acked:
+        for src, (c, n) in self.owed.items():
+            if (c or n) and src not in self.acked:
                 self._return(src)
+
+    def next(self) -> tuple[float, Record] | None:
+        """The next record in stream order, consumed at once (one record at a time)."""
+        taken = self.take(1)
+        if taken is None:
+            return None
+        self.consume(taken, 1)
+        return taken.runs[0][2], taken.batch.record(0)
 
     @property
     def exhausted(self) -> bool:
         return len(self.acked) == len(self.sources)
-
-
-class Merger:
-    """Ordered merge of several upstream streams by key, driven by a cursor over the key tree.
-
-    The cursor expects key ``prefix + (index,)`` next. It is delivered as soon as it is here
-    (item or tombstone); if any descendant or its END marker is here, the cursor descends;
-    a level ends when its END count is reached. FINAL items follow once the regular stream ends.
-    """
-
-    def __init__(self, start_seq: int) -> None:
-        self.stack: list[list] = [[(), start_seq, None]]
-        self.items: dict[tuple, tuple[int, float, tuple]] = {}
-        self.ends: dict[tuple, tuple[int, float, tuple]] = {}
-        self.expanded: set[tuple] = set()
-        self.finals: deque[tuple[int, float, tuple]] = deque()
-
-    def add(self, src: int, t: float, rec: tuple) -> None:
-        kind, key, _ = rec
-        if key and key[0] == FINAL:
-            self.finals.append((src, t, rec))
-        elif kind == END:
-            self.ends[key] = (src, t, rec)
-        else:
-            self.items[key] = (src, t, rec)
-            for i in range(1, len(key)):
-                self.expanded.add(key[:i])
-
-    def next(self) -> tuple[int, float, tuple] | None:
-        stack = self.stack
-        while stack:
-            top = stack[-1]
-            prefix, idx, end = top
-            if end is None and prefix in self.ends:
-                end = top[2] = self.ends.pop(prefix)
-            if end is not None and idx >= end[2][2]:
-                stack.pop()
-                if stack:
-                    stack[-1][1] += 1
-                return end  # forward the END marker after its children
-            e = prefix + (idx,)
-            hit = self.items.pop(e, None)
-            if hit is not None:
-                top[1] = idx + 1
-                return hit
-            if e in self.ends or e in self.expanded:
-                self.expanded.discard(e)
-                stack.append([e, 0, None])
-                continue
-            return None
-        if self.finals:
-            return self.finals.popleft()
-        return None
-
-
-def position(rec: tuple) -> tuple:
-    """Where a record sits in its sender's stream: END(k, n) right after k's n children."""
-    if rec[0] == END:
-        return rec[1] + (rec[2],)
-    return rec[1]
-
-
-class HeadsMerger:
-    """Ordered merge for a replica that sees only part of the stream (a replicated stage after a
-    replicated stage): each upstream stream is sorted by position, so take the smallest head once
-    every upstream rank has a head or has ended. No markers are needed for this."""
-
-    def __init__(self, sources: tuple[int, ...], eos: set[int]) -> None:
-        self.queues: dict[int, deque[tuple[int, float, tuple]]] = {s: deque() for s in sources}
-        self.eos = eos
-
-    def add(self, src: int, t: float, rec: tuple) -> None:
-        self.queues[src].append((src, t, rec))
-
-    def next(self) -> tuple[int, float, tuple] | None:
-        best = None
-        best_pos = None
-        for src, q in self.queues.items():
-            if not q:
-                if src in self.eos:
-                    continue
-                return None  # this upstream may still send something smaller
-            pos = position(q[0][2])
-            if best is None or pos < best_pos:
-                best, best_pos = q, pos
-        return best.popleft() if best is not None else None
 
 
 class FeedbackIn:
@@ -307,10 +469,11 @@ class FeedbackIn:
 
     Credits go back on arrival, so a feedback producer never waits on this rank; memory is
     bounded by the consumer releasing values (``ctx.release_feedback``) and checked by ``limit``.
+    ``convert`` (a GPU stage's ``from_wire``) is applied to each value as it arrives.
     """
 
     def __init__(self, transport: Transport, edge: int, sources: tuple[int, ...], limit: int,
-                 stage: str) -> None:
+                 stage: str, convert: Callable[[Any], Any] | None = None) -> None:
         self.t = transport
         self.edge = edge
         self.sources = sources
@@ -319,24 +482,27 @@ class FeedbackIn:
         self.eos: set[int] = set()
         self.limit = limit
         self.stage = stage
-        transport.handlers[edge] = self._on_data
+        self.convert = convert
+        transport.register(edge, self._on_data)
 
-    def _on_data(self, src: int, kind: int, records: list) -> None:
-        n = 0
-        for rec in records:
-            if rec[0] == EOS:
-                self.eos.add(src)
-                continue
-            n += 1
-            if rec[0] == ITEM:
-                self.values[rec[1][0]] = rec[2]
+    def _on_data(self, src: int, kind: int, payload: Any) -> None:
+        if kind == EOS:
+            self.eos.add(src)
+            self.t.send_credit(src, self.edge, 0, 0, True)
+            return
+        cost, batch = payload[0], Batch._make(payload[1][:3])
+        convert = self.convert
+        for kind_, key, value in zip(batch.kinds or repeat(ITEM), batch.keys, batch.values,
+                                     strict=False):
+            if kind_ == ITEM:
+                self.values[key[0]] = value if convert is None else convert(value)
             else:  # TOMB(w): the producer's watermark
-                self.watermark = max(self.watermark, rec[1][0])
+                self.watermark = max(self.watermark, key[0])
         if len(self.values) > self.limit:
             raise RuntimeError(
                 f"stage {self.stage!r} holds {len(self.values)} feedback values (limit "
                 f"{self.limit}): call ctx.release_feedback(seq) for values it no longer needs")
-        self.t.send(src, CREDIT, self.edge, (n, src in self.eos))
+        self.t.send_credit(src, self.edge, cost, len(batch.keys), False)
 
     @property
     def exhausted(self) -> bool:

@@ -17,8 +17,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["Setting", "SETTINGS", "JOB_SETTINGS", "ConfigError", "setting", "resolve",
-           "from_env", "parse_flag", "PYTHON_TYPES"]
+__all__ = ["Setting", "SETTINGS", "JOB_SETTINGS", "RUN_SETTINGS", "ConfigError", "setting",
+           "resolve", "resolve_run", "from_env", "parse_flag", "PYTHON_TYPES"]
 
 INT_MAX = 2**31 - 1  # C int: MPI ranks and counts; larger values are typos
 _TRUE = ("1", "true", "yes", "on")
@@ -47,6 +47,7 @@ class Setting:
     lo: float | None = None
     hi: float | None = None
     unit: str = ""
+    choices: tuple[str, ...] = ()
 
     def check(self, value: Any, where: str) -> Any:
         """``value`` validated for this setting (ints stay ints; floats must be finite)."""
@@ -59,6 +60,8 @@ class Setting:
             value = float(value)
             if not math.isfinite(value):
                 raise ConfigError(f"{where}: must be a finite number, got {value}")
+        if self.choices and value not in self.choices:
+            raise ConfigError(f"{where}: must be one of {', '.join(self.choices)}, got {value!r}")
         if self.lo is not None and value < self.lo:
             raise ConfigError(f"{where}: must be >= {_num(self.lo)}, got {value}")
         if self.hi is not None and value > self.hi:
@@ -93,6 +96,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("spin_us", "float", -1.0,
             "us a wait polls before sleeping (-1: 100 when ranks <= cores, else 0)",
             env="STREAMPIPE_SPIN_US", lo=-1.0, hi=1e6, unit="us"),
+    Setting("recv", "str", "probe", "how a rank receives: probe (improbe, twice per poll where "
+            "one call reports late) or irecv (a posted any-source receive)",
+            env="STREAMPIPE_RECV", choices=("probe", "irecv")),
     # the launcher (command line and environment only)
     Setting("mpiexec", "str", "", "the launcher `streampipe run` starts (default: the MPI "
             "wheel's next to Python, else mpiexec on PATH)", env="STREAMPIPE_MPIEXEC",
@@ -105,6 +111,9 @@ SETTINGS: tuple[Setting, ...] = (
 )
 _BY_NAME = {s.name: s for s in SETTINGS}
 JOB_SETTINGS = tuple(s for s in SETTINGS if s.job)
+# the settings a run resolves once at its start (RunOptions fields of the same names)
+RUN_SETTINGS = ("max_delay", "feedback_timeout", "feedback_limit", "checkpoint_every",
+                "event_limit", "spin_us", "recv")
 
 
 def setting(name: str) -> Setting:
@@ -126,7 +135,7 @@ def _parse(s: Setting, text: str) -> Any:
     if s.kind == "bool":
         return parse_flag(text, s.env)
     if s.kind == "str":
-        return text
+        return s.check(text.strip(), where)
     try:
         value: Any = int(text) if s.kind == "int" else float(text)
     except ValueError:
@@ -154,3 +163,10 @@ def resolve(name: str, explicit: Any = None, job: Mapping[str, Any] | None = Non
         return job[name]
     got = from_env(name, environ)
     return s.default if got is None else got
+
+
+def resolve_run(explicit: Mapping[str, Any], job: Mapping[str, Any] | None = None,
+                environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Every setting of :data:`RUN_SETTINGS`, resolved: ``explicit[name]`` (None: not given) >
+    the job file > the environment > the default."""
+    return {n: resolve(n, explicit.get(n), job, environ) for n in RUN_SETTINGS}

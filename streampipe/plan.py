@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from . import config
 from .job import JobSpec
 
 __all__ = ["Plan", "StagePlan", "Role", "make_plan"]
@@ -76,6 +77,7 @@ class Plan:
     batch: int
     start_seq: int = 0
     markers: list[bool] = field(default_factory=list)
+    max_delay: float = 1e-3  # seconds a small record may wait for its batch
 
     @property
     def size(self) -> int:
@@ -121,18 +123,6 @@ class Plan:
         st = self.stages[i]
         return self.ordered and st.feedback_to is not None and st.replicas == 1
 
-    @staticmethod
-    def data_edge(stage_index: int) -> int:
-        """Edge id of the data edge into stage ``stage_index``."""
-        return 2 * stage_index
-
-    @staticmethod
-    def feedback_edge(stage_index: int) -> int:
-        """Edge id of the feedback edge out of stage ``stage_index``."""
-        return 2 * stage_index + 1
-
-    GROUP_EDGE = -2
-
     def role(self, rank: int) -> Role:
         st = self.stage_of(rank)
         rep, grank = next((i, g.index(rank)) for i, g in enumerate(st.groups) if rank in g)
@@ -162,8 +152,9 @@ class Plan:
         return "\n".join(lines)
 
 
-def make_plan(spec: JobSpec, start_seq: int = 0) -> Plan:
-    """Lay the stages of ``spec`` out over ranks 0..N-1 in stage order."""
+def make_plan(spec: JobSpec, start_seq: int = 0, max_delay: float | None = None) -> Plan:
+    """Lay the stages of ``spec`` out over ranks 0..N-1 in stage order (``max_delay``: the run's
+    explicit setting, if any)."""
     stages: list[StagePlan] = []
     rank = 0
     n = len(spec.stages)
@@ -180,7 +171,8 @@ def make_plan(spec: JobSpec, start_seq: int = 0) -> Plan:
             feedback_to=names.index(s.feedback_to) if s.feedback_to else None,
             device=s.device, timeout=s.timeout,
         ))
-    plan = Plan(spec.name, stages, spec.ordered, spec.batch, start_seq)
+    plan = Plan(spec.name, stages, spec.ordered, spec.batch, start_seq,
+                max_delay=config.resolve("max_delay", max_delay, spec.settings))
     # Order markers (tombstones, fan-out ends) are only needed by a cursor merge downstream;
     # a FIFO or a heads merge keeps order without them.
     cursor = [plan.merge_kind(i) == "cursor" for i in range(n)]

@@ -1,9 +1,11 @@
-"""The per-rank loop: receive -> process -> send, end of stream, and failure handling.
+"""One rank's part of a stream job: set up, run the stage loop, end the stream, report.
 
-Data flows one way: an :class:`~streampipe.channel.InPort` yields records in stream order, the
-stage processes items, an :class:`~streampipe.channel.OutPort` sends results on. Every wait goes
-through the transport's sleeping poll, and every exception ends the whole job within seconds
-with one message naming stage, replica, rank and item.
+Data flows one way: an :class:`~streampipe.channel.InPort` hands batches of records to the stage
+loop (:mod:`streampipe.loops`), which sends outputs on through an
+:class:`~streampipe.channel.OutPort`. Every wait goes through :meth:`RankRuntime.wait` (hand over
+what is done, send everything batched, return owed credits, then the transport's sleeping poll),
+and every exception ends the whole job within seconds with one message naming stage, replica,
+rank and item. The end-of-run collection is :mod:`streampipe.collect`.
 """
 
 from __future__ import annotations
@@ -14,39 +16,44 @@ import sys
 import threading
 import time
 import traceback
-from dataclasses import dataclass, field
-from types import GeneratorType
-from typing import Any
+from dataclasses import dataclass, field, replace
+from typing import Any, NoReturn
 
+from . import config
 from . import metrics as M
-from .channel import END, FINAL, ITEM, TOMB, FeedbackIn, InPort, OutPort
+from .channel import FeedbackIn, InPort, OutPort, Taken
+from .collect import Collector
+from .edges import GROUP, data_edge, feedback_edge
 from .faults import Fault
+from .feedback import Feedback
 from .finish import finish_run
 from .job import JobSpec, instantiate
+from .loops import Loop
 from .plan import Plan, Role, make_plan
 from .stage import Context, Sink, Source
-from .transport import CONTROL, AbortRequested, Backoff, Transport
+from .transport import AbortRequested, Transport
 
-__all__ = ["RunOptions", "run_rank"]
-
-DONE_EDGE = -3  # rank -> rank 0: metrics and sink result at the end
-FINAL_EDGE = -4  # rank 0 -> all: the job's results
-FAIL_EDGE = -5  # rank -> rank 0: partial metrics after a failure
+__all__ = ["RunOptions", "run_rank", "resolve_options"]
 
 
 @dataclass
 class RunOptions:
-    """Settings of one run that are not part of the job itself."""
+    """Settings of one run that are not part of the job itself.
+
+    The knobs left at None are resolved at the start of the run (:func:`streampipe.config.
+    resolve_run`): a value given here beats the job file, which beats the environment."""
 
     out: str | None = None
     faults: list[Fault] = field(default_factory=list)
-    event_limit: int = 200_000
-    max_delay: float = 1e-3  # longest a small record may wait in a send batch
-    feedback_limit: int = 4096
-    feedback_timeout: float = 300.0
+    event_limit: int | None = None
+    max_delay: float | None = None  # seconds
+    feedback_limit: int | None = None
+    feedback_timeout: float | None = None  # seconds
+    checkpoint_every: float | None = None  # seconds between sink checkpoints
+    spin_us: float | None = None
+    recv: str | None = None
     start_seq: int = 0
     resume_state: Any = None
-    checkpoint_every: float = 1.0  # seconds between sink checkpoints
     report: bool = True
     quiet: bool = False
     progress: bool = False
@@ -93,53 +100,51 @@ class RankRuntime:
         self.host = socket.gethostname()
         self.seq: Any = "setup"
         self.item_t0: float | None = None
-        self.ema = 0.0
         self.markers = plan.markers[self.role.stage]
+        self.max_delay = plan.max_delay
         self.faults = [f for f in opts.faults if f.stage == self.sp.name and
                        (f.replica is None or f.replica == self.role.replica)]
-        self._control: list[Any] = []
-        self._done: dict[int, Any] = {}
         # control messages can arrive at any time, even before this rank has opened its ports
         # (a rank failing in setup still reports to rank 0)
-        handlers = self.t.handlers
-        handlers[Plan.GROUP_EDGE] = lambda src, kind, payload: self._control.append(payload)
-        handlers[FINAL_EDGE] = lambda src, kind, payload: self._control.append(payload)
-        handlers[DONE_EDGE] = lambda src, kind, payload: self._done.__setitem__(src, payload)
-        handlers[FAIL_EDGE] = lambda src, kind, payload: self._done.__setitem__(src, payload)
-        self._last_poll = 0.0
+        self.collector = Collector(self.t, self.size)
+        self.control: list[Any] = []
+        self.t.register(GROUP, lambda src, kind, payload: self.control.append(payload))
         self.inp: InPort | None = None
         self.out: OutPort | None = None
-        self.fb_out: OutPort | None = None
-        self.fb_in: FeedbackIn | None = None
+        self.feedback: Feedback | None = None
+        self.staging: Any = None  # host <-> device staging of a GPU stage (staging.py)
+        self.ckpt: Any = None
+        self.loop: Loop | None = None
+        self.stage: Any = None
         self.progress = (Progress() if opts.progress and self.sp.kind == "sink"
                          and self.role.replica == 0 and self.role.is_root else None)
-        # watermark of a single-replica feedback producer with ordered input (see plan.py)
-        self.fb_watermarks = plan.sends_watermark(self.sp.index)
-        self.fb_mark = self.fb_mark_sent = -1
-        self.to_wire: Any = None  # device arrays -> host before sending (GPU stages)
-        self.from_wire: Any = None  # host arrays -> device after receiving (GPU stages)
 
     # ------------------------------------------------------------------ setup
     def _open_ports(self) -> None:
         role, plan, sp = self.role, self.plan, self.sp
         t, m = self.t, self.m
         if role.upstream:
-            self.inp = InPort(t, plan.data_edge(sp.index), role.upstream, sp.capacity,
+            self.inp = InPort(t, data_edge(sp.index), role.upstream, sp.capacity,
                               merge=plan.merge_kind(sp.index),
                               start_seq=plan.start_seq, on_arrival=m.arrived)
         if role.downstream:
             nxt = plan.stages[sp.index + 1]
-            self.out = OutPort(t, plan.data_edge(nxt.index), role.downstream, nxt.capacity,
-                               plan.batch, m.edge(nxt.name))
+            self.out = OutPort(t, data_edge(nxt.index), role.downstream, nxt.capacity,
+                               plan.batch, m.edge(nxt.name), max_delay=self.max_delay,
+                               on_sent=m.sent, progress=plan.merge_kind(nxt.index) == "heads")
+        fb_out = fb_in = None
         if role.feedback_out:
             target = plan.stages[sp.feedback_to]
-            self.fb_out = OutPort(t, plan.feedback_edge(sp.index), role.feedback_out,
-                                  self.opts.feedback_limit, plan.batch,
-                                  m.edge(f"feedback:{target.name}"), broadcast=True)
+            fb_out = OutPort(t, feedback_edge(sp.index), role.feedback_out,
+                             self.opts.feedback_limit, plan.batch,
+                             m.edge(f"feedback:{target.name}"), broadcast=True)
         if role.feedback_in:
             src = next(s for s in plan.stages if s.feedback_to == sp.index)
-            self.fb_in = FeedbackIn(t, plan.feedback_edge(src.index), role.feedback_in,
-                                    self.opts.feedback_limit, sp.name)
+            fb_in = FeedbackIn(t, feedback_edge(src.index), role.feedback_in,
+                               self.opts.feedback_limit, sp.name)
+        if fb_out is not None or fb_in is not None:
+            self.feedback = Feedback(sp.name, fb_out, fb_in, plan.sends_watermark(sp.index),
+                                     self.opts.feedback_timeout, self.wait)
 
     def _make_stage(self) -> Any:
         from .gpu import gpu_node_rank, resolve_device
@@ -147,7 +152,8 @@ class RankRuntime:
         sp = self.sp
         stage = instantiate(self.sspec, f"stages[{sp.index}]")
         # collective (a split of the world by node): every rank calls it once, GPU stage or not
-        self.t.join_node()
+        self.t.join_node(self.opts.spin_us, self.opts.recv)
+        self.m.extra.update(self.t.waits.as_dict())
         # GPUs are dealt out over the node's GPU-stage ranks only (collective too)
         local = gpu_node_rank(self.comm, {r for s in self.plan.stages if s.device != "cpu"
                                           for r in s.ranks})
@@ -166,24 +172,31 @@ class RankRuntime:
         stage.ctx = ctx
         if device == "gpu":
             from .gpu import wire_hooks
+            from .staging import Staging
 
-            self.to_wire, self.from_wire = wire_hooks(ctx)
+            self.staging = Staging(wire_hooks(ctx), self.m)
+            if self.feedback is not None and self.feedback.inp is not None:
+                self.feedback.inp.convert = self.staging.inbound
         return stage
 
     # ------------------------------------------------------------------ waits
     def flush(self) -> None:
         """Send everything batched and return every owed credit (before any wait)."""
-        for port in (self.out, self.fb_out):
-            if port is not None:
-                port.flush()
+        out = self.out
+        if out is not None:
+            out.flush()
+        if self.feedback is not None and self.feedback.out is not None:
+            self.feedback.out.flush()
         if self.inp is not None:
             self.inp.flush_credits()
+        self.m.settle(out.oldest_row() if out is not None else None)
 
-    def _wait(self, until: Any, state: int, what: str) -> None:
-        if self.fb_mark > self.fb_mark_sent and state == M.STARVED and self.fb_out.has_credit():
-            # idle feedback producer: tell the consumers how far the stream has got
-            self.fb_mark_sent = self.fb_mark
-            self.fb_out.put((TOMB, (self.fb_mark,), None))
+    def wait(self, until: Any, state: int, what: str) -> None:
+        """Wait (charged to ``state``) until ``until()``, keeping communication going."""
+        if self.loop is not None:
+            self.loop.before_wait()
+        if self.feedback is not None:
+            self.feedback.before_wait(state)
         self.flush()
         prev = self.m.enter(state)
         # the per-item timeout measures the stage's own time: a wait for credit (a slow stage
@@ -197,93 +210,68 @@ class RankRuntime:
             if t_item is not None:
                 self.item_t0 = t_item + (time.perf_counter() - t_wait)
 
-    def _emit(self, port: OutPort, rec: tuple) -> None:
-        if self.to_wire is not None and rec[0] == ITEM:
-            rec = (ITEM, rec[1], self.to_wire(rec[2]))
-        if not port.has_credit():
-            self._wait(port.has_credit, M.BLOCKED, "waiting for credit")
-        port.put(rec)
-
-    def _next(self) -> tuple[float, tuple] | None:
-        inp = self.inp
-        got = inp.next()
-        if got is not None:
-            return got
-        box: list = []
+    def wait_input(self) -> Taken | None:
+        """Wait for the next records (starved); None at the end of the stream."""
+        inp, box = self.inp, []
 
         def ready() -> bool:
-            g = inp.next()
-            if g is not None:
-                box.append(g)
+            got = inp.take(self.plan.batch)
+            if got is not None:
+                box.append(got)
                 return True
             return inp.exhausted
 
-        self._wait(ready, M.STARVED, "waiting for input")
+        self.wait(ready, M.STARVED, "waiting for input")
         return box[0] if box else None
 
-    def _tick(self, now: float) -> None:
-        # a rank that never waits still has to see credits, data and aborts
-        if now - self._last_poll > 1e-3:
-            self._last_poll = now
-            self.t.poll()
+    def tick(self, now: float) -> None:
+        """Between batches: take in credits, data and aborts (a rank that never waits too)."""
+        self.t.poll()
+        if self.progress is not None:
+            self.progress.tick(self.m.items_in, now)
 
-    # ------------------------------------------------------------------ feedback API
+    # ------------------------------------------------------------------ feedback API (ctx)
+    def _feedback(self) -> Feedback:
+        if self.feedback is None:
+            raise RuntimeError(f"stage {self.sp.name!r} has no feedback edge: give it "
+                               "feedback_to (to send) or name it in a later stage's feedback_to "
+                               "(to receive)")
+        return self.feedback
+
     def send_feedback(self, seq: int | None, value: Any) -> None:
-        if self.fb_out is None:
-            raise RuntimeError(f"stage {self.sp.name!r} called ctx.send_feedback() but has no "
-                               "feedback_to in the job")
-        if seq is None:
-            raise RuntimeError("ctx.send_feedback() may only be called inside process()")
-        self._emit(self.fb_out, (ITEM, (seq,), value))
+        fb = self._feedback()
+        if self.staging is not None:  # device arrays go home first, like data values
+            self.staging.done()
+            value = self.staging.outbound([value])[0]
+        fb.send(seq, value)
 
     def wait_feedback(self, current: int | None, seq: int) -> Any:
-        fb = self.fb_in
-        if fb is None:
-            raise RuntimeError(f"stage {self.sp.name!r} called ctx.feedback() but no stage has "
-                               f"feedback_to = {self.sp.name!r}")
-        if current is not None and seq >= current:
-            raise RuntimeError(f"item {current} depends on feedback of item {seq}, which is not "
-                               "earlier in the stream: dependencies must point backwards (a cycle)")
-        if seq not in fb.values:
-            # charged as blocked: like a missing credit, a later stage holds this one back
-            deadline = time.perf_counter() + self.opts.feedback_timeout
-            self._wait(lambda: seq in fb.values or fb.exhausted or fb.watermark >= seq
-                       or time.perf_counter() > deadline, M.BLOCKED, "waiting for feedback")
-            if seq not in fb.values:
-                if fb.exhausted:
-                    why = "its producer finished without sending it"
-                elif fb.watermark >= seq:
-                    why = ("its producer has handled that item without sending feedback for it "
-                           "(dropped before reaching it, or no ctx.send_feedback call)")
-                else:
-                    why = f"it did not come within {self.opts.feedback_timeout:.0f} s"
-                raise RuntimeError(f"item {current} waits for feedback of item {seq}, but {why}")
-        return fb.values[seq]
+        return self._feedback().wait_for(current, seq)
 
     def release_feedback(self, seq: int) -> None:
-        if self.fb_in is not None:
-            self.fb_in.values.pop(seq, None)
+        if self.feedback is not None:
+            self.feedback.release(seq)
 
-    # ------------------------------------------------------------------ main loops
+    # ------------------------------------------------------------------ the run
     def run(self) -> Any:
         self._open_ports()
         self.stage = stage = self._make_stage()
         self._start_watchdog()
         stage.setup(stage.ctx)
         self.seq = None
-        self.ckpt = None
         if isinstance(stage, Sink) and self.spec.checkpoint:
             from .resume import Checkpointer
 
             self.ckpt = Checkpointer(self.opts.out, self.plan.start_seq, self.opts.checkpoint_every)
             if self.opts.resume_state is not None:
                 stage.restore(self.opts.resume_state)
+        self.loop = loop = Loop(self)
         if not self.role.is_root:
-            self._run_member(stage)
+            loop.run_member(stage)
         elif isinstance(stage, Source):
-            self._run_source(stage)
+            loop.run_source(stage)
         else:
-            self._run_stage(stage)
+            loop.run_stage(stage)
         if self.progress is not None:
             self.progress.close()
         if stage.ctx.device == "gpu":
@@ -294,184 +282,21 @@ class RankRuntime:
         self._shutdown()
         return stage.result() if isinstance(stage, Sink) and self.role.is_root else None
 
-    def _check_fault(self, seq: int) -> None:
-        for f in self.faults:
-            f.trigger(seq)
-
-    def _run_source(self, src: Source) -> None:
-        m = self.m
-        seq = self.plan.start_seq
-        if seq:
-            src.seek(seq)
-        stride, offset = self.sp.replicas, self.role.replica
-        gen = iter(src.generate())
-        perf = time.perf_counter
-        while True:
-            key = seq * stride + offset
-            self.seq = key
-            t0 = perf()
-            m.enter(M.BUSY)
-            self.item_t0 = t0
-            if self.faults:  # inside the timed region, so the watchdog sees an injected sleep
-                self._check_fault(key)
-            try:
-                value = next(gen)
-            except StopIteration:
-                m.enter(M.OTHER)
-                self.item_t0 = None
-                break
-            self.item_t0 = None
-            t1 = perf()
-            m.enter(M.OTHER)
-            m.arrived(1, t0)
-            self._emit(self.out, (ITEM, (key,), value))
-            m.items_out += 1
-            t2 = perf()
-            m.item(key, t0, t0, t1, t2)
-            self._after_item(t1 - t0, t2)
-            seq += 1
-        self.seq = "finish"
-        if self.markers:
-            self._emit(self.out, (END, (), seq))
-        self._emit_finals(src)
-
-    def _run_stage(self, stage: Any) -> None:
-        m = self.m
-        out = self.out
-        markers = self.markers
-        perf = time.perf_counter
-        group = self.role.group[1:]
-        while True:
-            got = self._next()
-            if got is None:
-                break
-            t_recv, rec = got
-            kind, key, value = rec
-            if self.fb_watermarks:
-                # a key of length 1 is complete once handled, a fan-out child is not, and the
-                # source's END((), n) completes everything before n
-                done = value - 1 if not key else key[0] if len(key) == 1 else key[0] - 1
-                if done > self.fb_mark and done != FINAL:
-                    self.fb_mark = done
-            if kind != ITEM:
-                if out is not None and markers:
-                    self._emit(out, rec)
-                continue
-            seq = key[0]
-            self.seq = seq
-            stage.ctx.seq = seq if seq != FINAL else None
-            if self.from_wire is not None:
-                value = self.from_wire(value)
-            for r in group:
-                self.t.send(r, CONTROL, Plan.GROUP_EDGE, ("item", seq))
-            t0 = perf()
-            m.enter(M.BUSY)
-            self.item_t0 = t0
-            if self.faults:  # inside the timed region, so the watchdog sees an injected sleep
-                self._check_fault(seq)
-            result = stage.process(value)
-            if isinstance(result, GeneratorType):
-                n = 0
-                for child in result:
-                    m.enter(M.OTHER)
-                    if out is not None:
-                        self._emit(out, (ITEM, key + (n,), child))
-                        m.items_out += 1
-                    n += 1
-                    m.enter(M.BUSY)
-                t1 = perf()
-                m.enter(M.OTHER)
-                if out is not None and markers and seq != FINAL:
-                    self._emit(out, (END, key, n))
-            else:
-                t1 = perf()
-                m.enter(M.OTHER)
-                if out is not None:
-                    if result is not None:
-                        self._emit(out, (ITEM, key, result))
-                        m.items_out += 1
-                    elif markers and seq != FINAL:
-                        self._emit(out, (TOMB, key, None))
-            self.item_t0 = None
-            stage.ctx.seq = None
-            t2 = perf()
-            m.item(seq, t_recv, t0, t1, t2)
-            self._after_item(t1 - t0, t2)
-            if self.ckpt is not None:
-                self.ckpt.consumed(key, stage, t2)
-        self.seq = "finish"
-        if self.ckpt is not None:
-            self.ckpt.save(stage)
-        for r in group:
-            self.t.send(r, CONTROL, Plan.GROUP_EDGE, ("finish", None))
-        self._emit_finals(stage)
-
-    def _run_member(self, stage: Any) -> None:
-        """A non-root rank of a group stage: run process(None) in step with the root."""
-        ctl = self._control
-        m = self.m
-        while True:
-            if not ctl:
-                self._wait(lambda: bool(ctl), M.STARVED, "waiting for the group root")
-            what, seq = ctl.pop(0)
-            if what == "finish":
-                break
-            self.seq = seq
-            stage.ctx.seq = seq
-            prev = m.enter(M.BUSY)
-            stage.process(None)
-            m.enter(prev)
-        self.seq = "finish"
-        res = stage.finish()
-        if isinstance(res, GeneratorType):
-            for _ in res:
-                pass
-
-    def _emit_finals(self, stage: Any) -> None:
-        m = self.m
-        prev = m.enter(M.BUSY)
-        res = stage.finish()
-        m.enter(prev)
-        if res is not None and self.out is not None:
-            for i, value in enumerate(res):
-                self._emit(self.out, (ITEM, (FINAL, self.sp.index, self.role.replica, i), value))
-                m.items_out += 1
-
-    def _after_item(self, dt: float, now: float) -> None:
-        self.ema += 0.1 * (dt - self.ema)
-        out = self.out
-        if out is not None and out.pending and (
-                now - out.t_first + self.ema >= self.opts.max_delay):
-            out.flush()
-        if self.fb_out is not None and self.fb_out.pending:
-            self.fb_out.flush()
-        self._tick(now)
-        if self.progress is not None:
-            self.progress.tick(self.m.items_in, now)
-
-    # ------------------------------------------------------------------ end of stream
     def _shutdown(self) -> None:
-        for port in (self.out, self.fb_out):
-            if port is not None:
-                port.put_eos()
-        inp, fb = self.inp, self.fb_in
+        fb = self.feedback
+        outs = [p for p in (self.out, fb.out if fb else None) if p is not None]
+        for port in outs:
+            port.put_eos()
+        inp, fb_in = self.inp, fb.inp if fb else None
 
         def done() -> bool:
-            return all((
-                self.out is None or self.out.done,
-                self.fb_out is None or self.fb_out.done,
-                inp is None or inp.exhausted,
-                fb is None or fb.exhausted,
-            ))
+            if fb_in is not None:
+                fb_in.values.clear()
+            return (all(p.done for p in outs) and (inp is None or inp.exhausted)
+                    and (fb_in is None or fb_in.exhausted))
 
-        def drain() -> None:
-            if fb is not None:
-                fb.values.clear()
-            while inp is not None and inp.next() is not None:
-                pass
-
-        self._wait(lambda: (drain(), done())[1], M.OTHER, "waiting for end of stream")
-        self._wait(lambda: not self.t.sends_pending, M.OTHER, "waiting for sends")
+        self.wait(done, M.OTHER, "waiting for end of stream")
+        self.wait(lambda: not self.t.sends_pending, M.OTHER, "waiting for sends")
 
     # ------------------------------------------------------------------ watchdog
     def _start_watchdog(self) -> None:
@@ -496,14 +321,23 @@ class RankRuntime:
         return (f"streampipe: stage {sp.name!r} (replica {self.role.replica} of {sp.replicas}) "
                 f"on rank {self.rank} ({self.host}) failed at {item}: {what}")
 
+    def stats(self) -> dict[str, Any]:
+        """What this rank measured, as the run file stores it."""
+        d = self.m.dump()
+        t = self.t
+        d.update(rank=self.rank, stage=self.sp.name, stage_index=self.sp.index,
+                 replica=self.role.replica, group_rank=self.role.group_rank, host=self.host,
+                 cpus=os.cpu_count() or 0, bytes_sent=t.bytes_sent,
+                 bytes_received=t.bytes_received, messages_sent=t.messages_sent,
+                 messages_received=t.messages_received)
+        return d
 
-def _stats(rt: RankRuntime) -> dict[str, Any]:
-    d = rt.m.dump()
-    d.update(rank=rt.rank, stage=rt.sp.name, stage_index=rt.sp.index, replica=rt.role.replica,
-             group_rank=rt.role.group_rank, host=rt.host, cpus=os.cpu_count() or 0,
-             bytes_sent=rt.t.bytes_sent, bytes_received=rt.t.bytes_received,
-             messages_sent=rt.t.messages_sent, messages_received=rt.t.messages_received)
-    return d
+
+def resolve_options(opts: RunOptions, spec: JobSpec) -> RunOptions:
+    """``opts`` with every knob it leaves at None resolved (job file > environment > default);
+    a bad value is a :class:`~streampipe.config.ConfigError` naming the setting."""
+    given = {n: getattr(opts, n) for n in config.RUN_SETTINGS}
+    return replace(opts, **config.resolve_run(given, spec.settings))
 
 
 def run_rank(spec: JobSpec, comm: Any, opts: RunOptions | None = None) -> Any:
@@ -512,8 +346,8 @@ def run_rank(spec: JobSpec, comm: Any, opts: RunOptions | None = None) -> Any:
     On failure anywhere, every rank ends the process with a non-zero exit (MPI_Abort) after the
     failing rank has printed one message naming stage, replica, rank and item.
     """
-    opts = opts or RunOptions()
-    plan = make_plan(spec, start_seq=opts.start_seq)
+    opts = resolve_options(opts or RunOptions(), spec)
+    plan = make_plan(spec, start_seq=opts.start_seq, max_delay=opts.max_delay)
     size, rank = comm.Get_size(), comm.Get_rank()
     if size != plan.size:
         # every rank says it: under a batch system each rank's stderr may land in its own file
@@ -539,30 +373,29 @@ def run_rank(spec: JobSpec, comm: Any, opts: RunOptions | None = None) -> Any:
 def _finish(rt: RankRuntime, result: Any) -> Any:
     """Collect every rank's metrics and results on rank 0, write the run file, share results."""
     rt.m.close()
-    stats = _stats(rt)
-    t, ctl = rt.t, rt._control
-    payload = (stats, rt.sp.kind == "sink" and rt.role.is_root, result)
-    if rt.rank == 0:
-        got = rt._done
-        got[0] = payload
-        t.wait(lambda: len(got) == rt.size, what="collecting results")
-        ranks = [got[r][0] for r in range(rt.size)]
-        results = [got[r][2] for r in range(rt.size) if got[r][1]]
+    wait = lambda until, what: rt.t.wait(until, what=what)  # noqa: E731
+    got = rt.collector.gather((rt.stats(), rt.sp.kind == "sink" and rt.role.is_root, result),
+                              wait)
+    final = None
+    if got is not None:
+        results = [g[2] for g in got if g[1]]
         final = results[0] if len(results) == 1 else results
-        finish_run(rt.spec, rt.plan, rt.opts, ranks, status="ok", error=None, result=final)
-        for r in range(1, rt.size):
-            t.send(r, CONTROL, FINAL_EDGE, final)
-    else:
-        t.send(0, CONTROL, DONE_EDGE, payload)
-        t.wait(lambda: bool(ctl), what="waiting for the job's result")
-        final = ctl.pop()
-    t.drain_sends()
+        finish_run(rt.spec, rt.plan, rt.opts, [g[0] for g in got], status="ok", error=None,
+                   result=final)
+    final = rt.collector.share(final, wait)
+    rt.t.drain_sends()
+    rt.t.close()
     return final
 
 
 def _fail(rt: RankRuntime, exc: BaseException | None, failed_rank: int,
-          remote_message: str = "") -> None:
-    """Stop the job: print (if this rank failed), save what we have, and abort everyone."""
+          remote_message: str = "") -> NoReturn:
+    """Stop the job: print (if this rank failed), save what we have, and abort everyone.
+
+    Never returns: after ``MPI_Abort`` (which ends the process) it raises SystemExit, so a
+    caller can never fall through to the normal end of the run."""
+    if rt.loop is not None:
+        rt.loop.abandon()  # the items of a partly finished batch are recorded too
     rt.m.close()
     if getattr(exc, "item_seq", None) is not None:
         rt.seq = exc.item_seq  # a batched send fails after later items: name the item at fault
@@ -583,36 +416,18 @@ def _fail(rt: RankRuntime, exc: BaseException | None, failed_rank: int,
         rt.t.abort_others(msg, rt.size)
     else:
         msg = f"stopped because rank {failed_rank} failed"
-    stats = _stats(rt)
-    t = rt.t
     grace = 2.0
-    if rt.rank == 0:
-        got = rt._done
-        got[0] = stats
-        deadline = time.perf_counter() + grace
-        bo = Backoff()
-        while len(got) < rt.size and time.perf_counter() < deadline:
-            try:
-                if not t.poll():
-                    bo.pause()
-            except AbortRequested:
-                pass
-            except Exception:  # noqa: BLE001 - stray messages of the dead run
-                pass
+    got = rt.collector.gather_failed(rt.stats(), grace)
+    if got is not None:
         try:
             err = msg if exc is not None else remote_message or f"rank {failed_rank} failed"
-            ranks = [got[r][0] if isinstance(got.get(r), tuple) else got.get(r)
-                     for r in range(rt.size)]
-            finish_run(rt.spec, rt.plan, rt.opts, ranks,
-                       status="failed", error=err, result=None)
+            ranks = [g[0] if isinstance(g, tuple) else g for g in got]  # DONE or FAIL payloads
+            finish_run(rt.spec, rt.plan, rt.opts, ranks, status="failed", error=err,
+                       result=None)
         except Exception as werr:  # noqa: BLE001
             print(f"streampipe: could not write the run file: {werr}", file=sys.stderr, flush=True)
     else:
-        try:
-            t.send(0, CONTROL, FAIL_EDGE, stats)
-        except Exception:  # noqa: BLE001
-            pass
         time.sleep(grace + 3.0)  # rank 0 aborts everyone once the run file is written
     sys.stderr.flush()
     rt.comm.Abort(1)
-    os._exit(1)  # Abort does not return; if it ever did, run_rank must not go on to _finish
+    raise SystemExit(1)  # Abort does not return; if it ever did, run_rank must not go on

@@ -114,6 +114,18 @@ class Stage:
     def close(self) -> None:
         """Called once when the rank ends, also after a failure; release resources here."""
 
+    def process_batch(self, items: list[Any]) -> list[Any]:
+        """Transform several items at once (optional; override to vectorise).
+
+        The runtime calls it instead of :meth:`process` when a subclass overrides it, with the
+        items that arrived together (at most ``pipeline.batch``), and expects one result per
+        item, in order, each meaning what :meth:`process` would return: a value, ``None``
+        (drop) or a generator (fan-out). ``ctx.seq`` is ``None`` during the call (the items of
+        one call have different seqs), so a stage that uses ``ctx.seq`` or feedback keeps to
+        :meth:`process`. Each item's stamps share the call's time evenly.
+        """
+        return [self.process(x) for x in items]
+
 
 class Source(Stage):
     """The first stage: :meth:`generate` yields the stream.

@@ -125,6 +125,18 @@ class Arrays(sp.Source):
                 yield {"i": i, "a": base[:, :64].copy(), "b": np.float32(i)}
 
 
+class Blocks(sp.Source):
+    """Yields params.n contiguous float64 arrays of params.kb KiB, array i filled with i."""
+
+    def setup(self, ctx):
+        self.n = int(ctx.params.get("n", 10))
+        self.size = int(ctx.params.get("kb", 64)) * 1024 // 8
+
+    def generate(self):
+        for i in range(self.n):
+            yield np.full(self.size, float(i))
+
+
 class ArrayDigest(sp.Sink):
     """Keeps (dtype, shape, flags, sha256) of every array so a test can compare bit for bit."""
 
@@ -230,3 +242,44 @@ class FailSetup(sp.Stage):
 
     def process(self, x):
         return x
+
+
+class AsArray(sp.Stage):
+    """x -> a float64 array [x] (an item a GPU stage moves to the device)."""
+
+    def process(self, x):
+        return np.array([float(x)])
+
+
+class DevicePrefix(sp.Stage):
+    """A GPU stage reading feedback: its data values and its feedback values must both arrive as
+    device arrays (ctx.xp.ndarray). Item x -> (x, running total up to the previous item)."""
+
+    def setup(self, ctx):
+        self.ctx = ctx
+
+    def process(self, x):
+        xp, s = self.ctx.xp, self.ctx.seq
+        prev = self.ctx.feedback(s - 1) if s >= 1 else xp.zeros(1)
+        for what, v in (("data", x), ("feedback", prev)):
+            if not isinstance(v, xp.ndarray):
+                raise TypeError(f"{what} value is {type(v).__module__}.{type(v).__name__}, "
+                                f"not a {xp.__name__} array")
+        if s >= 2:
+            self.ctx.release_feedback(s - 2)
+        return (x, prev)
+
+
+class BatchBranch(Branch):
+    """Branch with a vectorised process_batch (same outputs); logs each call's size to
+    params.log (one line per call) so a test can see the batches it got."""
+
+    def setup(self, ctx):
+        super().setup(ctx)
+        self.log = ctx.params.get("log")
+
+    def process_batch(self, items):
+        if self.log:
+            with open(self.log, "a") as f:
+                f.write(f"{len(items)}\n")
+        return [self.process(x) for x in items]

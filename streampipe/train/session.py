@@ -33,7 +33,7 @@ from .model import check_cuts, load_model
 from .partition import balance_by_time
 from .replicas import make_reducer, split_groups
 from .results import boundaries, crossed, plan_stages, report_text, summary
-from .wire import CKPT_EDGE, OTHER, STATES, STATS_EDGE, AbortRequested, Wire
+from .wire import CKPT_EDGE, OTHER, STATES, AbortRequested, Wire
 
 __all__ = ["run_train", "train_ranks", "Session"]
 
@@ -163,7 +163,6 @@ class Session:
         wire.on_root(CKPT_EDGE, lambda src, p: self.boxes.setdefault(p[0], {}).__setitem__(
             src, p[1]))
         self.stats: dict[int, Any] = {}
-        wire.on_root(STATS_EDGE, lambda src, p: self.stats.__setitem__(src, p))
 
     # ------------------------------------------------------------------ setup
     def _cuts(self, shards: dict[int, Dataset]) -> tuple[list[int], list[float]]:
@@ -297,11 +296,10 @@ class Session:
         if self.rank != 0 and states:
             self.wire.note("sent", "weights", 0, self._state_bytes(states))
         d["wire"] = self.wire.audit
-        self.wire.to_root(STATS_EDGE, (d, states))
-        if self.rank != 0:
-            self.wire.drain_sends()
+        got = self.wire.gather((d, states))
+        if got is None:
             return None
-        self.wire.wait(lambda: len(self.stats) == self.size, OTHER, "collecting results")
+        self.stats = dict(enumerate(got))
         return self._report()
 
     def _gpu_figures(self) -> dict[str, Any]:

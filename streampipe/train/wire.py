@@ -21,17 +21,19 @@ from __future__ import annotations
 from collections.abc import Callable, Hashable
 from typing import Any
 
+from .. import config
 from .. import metrics as M
 from ..channel import ITEM, InPort, OutPort
+from ..collect import Collector
+from ..edges import TRAIN_BASE, TRAIN_CHECKPOINT
 from ..transport import CONTROL, AbortRequested, Transport
 
 __all__ = ["Wire", "WIRE_KINDS", "AbortRequested", "BUSY", "STARVED", "BLOCKED", "OTHER",
-           "STATES", "STATS_EDGE", "CKPT_EDGE"]
+           "STATES", "CKPT_EDGE"]
 
 WIRE_KINDS = ("activation", "gradient", "label", "input", "weights")
-EDGE_BASE = 1000  # link i uses edge id EDGE_BASE + i (stream jobs use small ids)
-STATS_EDGE = -21  # rank -> rank 0 at the end: measurements and final weights
-CKPT_EDGE = -22  # rank -> rank 0 after each epoch: weights for the checkpoint
+EDGE_BASE = TRAIN_BASE  # link i uses edge id EDGE_BASE + i (stream jobs use small ids)
+CKPT_EDGE = TRAIN_CHECKPOINT  # rank -> rank 0 after each epoch: weights for the checkpoint
 BUSY, STARVED, BLOCKED, OTHER = M.BUSY, M.STARVED, M.BLOCKED, M.OTHER
 STATES = M.STATES
 
@@ -47,6 +49,8 @@ class Wire:
         self.rec = M.Recorder()
         self.t = Transport(comm, on_transfer=self.rec.add_transfer)
         self.rank, self.size = comm.Get_rank(), comm.Get_size()
+        # registered before any user code runs, so results reach rank 0 whatever fails later
+        self.collector = Collector(self.t, self.size)
         self.out: dict[tuple[int, str], OutPort] = {}
         self.inp: dict[tuple[int, str], InPort] = {}
         self.box: dict[tuple[int, str], dict[Hashable, Any]] = {}
@@ -68,8 +72,8 @@ class Wire:
 
     def join_node(self) -> tuple[int, int]:
         """(node-local rank, ranks on this node); collective. Also tunes how long waits poll
-        before sleeping, as for stream ranks."""
-        return self.t.join_node()
+        before sleeping, as for stream ranks (settings ``spin_us`` and ``recv``)."""
+        return self.t.join_node(config.resolve("spin_us"), config.resolve("recv"))
 
     # ---------------------------------------------------------------- time
     @property
@@ -151,7 +155,7 @@ class Wire:
     # ---------------------------------------------------------------- rank 0
     def on_root(self, edge: int, handler: Callable[[int, Any], None]) -> None:
         """Call ``handler(source_rank, payload)`` for each control message on ``edge``."""
-        self.t.handlers[edge] = lambda src, kind, payload: handler(src, payload)
+        self.t.register(edge, lambda src, kind, payload: handler(src, payload))
 
     def to_root(self, edge: int, payload: Any, nbytes: int = 0) -> None:
         """Send ``payload`` to rank 0's ``edge`` handler (rank 0 calls its handler directly)."""
@@ -162,8 +166,14 @@ class Wire:
             if nbytes:
                 self.note("sent", "weights", 0, nbytes)
 
-    def drain_sends(self) -> None:
-        self.t.drain_sends()
+    def gather(self, payload: Any) -> list[Any] | None:
+        """Rank 0: every rank's end-of-run ``payload`` in rank order; the others send theirs
+        and get None. Then every rank lets its sends finish and closes the transport."""
+        got = self.collector.gather(payload, lambda until, what: self.wait(until, M.OTHER, what))
+        if got is None:
+            self.t.drain_sends()
+        self.t.close()
+        return got
 
     def abort_others(self, message: str) -> None:
         """Tell every other rank to stop (they raise :class:`AbortRequested`)."""

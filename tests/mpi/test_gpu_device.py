@@ -286,8 +286,6 @@ def test_gpu_stage_kernel_time_is_in_the_rank_stats(gpu_middle_run):
 
 
 @pytest.mark.mpi
-@pytest.mark.xfail(strict=True, reason="engine (issue 18): to_wire, where the stream sync waits "
-                   "for the kernels, runs under 'other', so a GPU-bound stage looks idle")
 def test_gpu_stage_device_time_counts_as_busy(gpu_middle_run):
     run, _ = gpu_middle_run
     work = next(r for r in run["ranks"] if r["stage"] == "double")
@@ -346,8 +344,6 @@ def _run_job(tmp_path, text, env=None, timeout=90):
 
 
 @pytest.mark.mpi
-@pytest.mark.xfail(strict=True, reason="engine (issue 18): feedback values skip from_wire, so a "
-                   "GPU stage gets NumPy on its feedback edge and CuPy on its data edge")
 def test_feedback_values_reach_a_gpu_stage_on_the_device(tmp_path):
     n, items = 16, 6
     done, run = _run_job(tmp_path, f"""

@@ -75,9 +75,23 @@ def test_level_integral_is_order_independent():
     assert lvl.value == 0
 
 
-def test_recorder_event_limit_env(monkeypatch):
+def test_event_limit_resolves_explicit_over_job_over_env(monkeypatch):
+    from streampipe.job import JobSpec, StageSpec
+    from streampipe.runtime import RunOptions, resolve_options
+
+    spec = JobSpec("j", [StageSpec("a", "m:A"), StageSpec("b", "m:B")])
     monkeypatch.setenv("STREAMPIPE_EVENT_LIMIT", "0")
-    rec = M.Recorder(event_limit=10)
+    assert resolve_options(RunOptions(), spec).event_limit == 0
+    spec.settings = {"event_limit": 7}
+    assert resolve_options(RunOptions(), spec).event_limit == 7
+    assert resolve_options(RunOptions(event_limit=3), spec).event_limit == 3
+    monkeypatch.setenv("STREAMPIPE_RECV", "posted")
+    with pytest.raises(ValueError, match="STREAMPIPE_RECV"):
+        resolve_options(RunOptions(), spec)
+
+
+def test_recorder_event_limit_zero_keeps_integrals():
+    rec = M.Recorder(event_limit=0)
     rec.arrived(1, rec.t0 + 0.1)
     rec.item(0, rec.t0 + 0.1, rec.t0 + 0.2, rec.t0 + 0.3, rec.t0 + 0.4)
     d = rec.dump()
