@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from .yuv import YUV
+from .yuv import YUV, host
 
 __all__ = [
     "B",
@@ -23,10 +23,15 @@ __all__ = [
     "to_blocks",
     "from_blocks",
     "dct_blocks",
+    "jpeg_scale",
+    "scaled_table",
     "quant_table",
+    "tables",
+    "block_flags",
+    "block_kinds",
     "ZIGZAG",
-    "quantize",
-    "reconstruct",
+    "quantize_coefficients",
+    "forward_picture",
     "quantize_picture",
     "picture_blocks",
     "reconstruct_picture",
@@ -111,68 +116,122 @@ def dct_blocks(blocks: Any, inverse: bool = False, xp: Any = np) -> Any:
     return c @ blocks @ c.T
 
 
-@lru_cache(maxsize=256)
-def quant_table(quality: int, chroma: bool = False) -> np.ndarray:
-    """The JPEG luminance (or, with ``chroma``, chrominance) table scaled for ``quality`` in
-    1..100 (libjpeg's scaling, entries clipped to 1..255)."""
+def jpeg_scale(quality: int) -> int:
+    """libjpeg's ``jpeg_quality_scaling``: the percentage the Annex K tables are scaled by for a
+    quality in 1..100 (``5000 // q`` below 50, integer division as in libjpeg; ``200 - 2q``
+    from 50)."""
     if isinstance(quality, bool) or not isinstance(quality, (int, np.integer)) or not (
         1 <= quality <= 100
     ):
         raise ValueError(f"quality: must be an integer in 1..100, got {quality!r}")
-    scale = 5000 / quality if quality < 50 else 200 - 2 * quality
-    base = _JPEG_CHROMA if chroma else _JPEG_LUMA
-    q = np.clip(np.floor((base * scale + 50) / 100), 1, 255)
+    return 5000 // int(quality) if quality < 50 else 200 - 2 * int(quality)
+
+
+def scaled_table(base: np.ndarray, scale: int) -> np.ndarray:
+    """libjpeg's ``jpeg_add_quant_table`` with ``force_baseline``: ``(base * scale + 50) // 100``
+    in integers, clamped to 1..255."""
+    q = (base.astype(np.int64) * int(scale) + 50) // 100
+    return np.clip(q, 1, 255).astype(np.float64)
+
+
+@lru_cache(maxsize=256)
+def quant_table(quality: int, chroma: bool = False) -> np.ndarray:
+    """The JPEG luminance (or, with ``chroma``, chrominance) table libjpeg uses for ``quality``
+    in 1..100: Annex K scaled by :func:`jpeg_scale`, as :func:`scaled_table` does."""
+    q = scaled_table(_JPEG_CHROMA if chroma else _JPEG_LUMA, jpeg_scale(quality))
     q.setflags(write=False)
     return q
 
 
-def quantize(residual: Any, quality: int, xp: Any = np, chroma: bool = False) -> np.ndarray:
-    """Levels of a residual plane: DCT, divide by the (luma or chroma) table, round;
-    ``(n_blocks, 64)`` int32 in zig-zag order, returned as a NumPy array."""
-    blocks = to_blocks(xp.asarray(residual, dtype=xp.float64))
-    q = xp.asarray(quant_table(quality, chroma))
-    levels = xp.rint(dct_blocks(blocks, xp=xp) / q).astype(xp.int32).reshape(-1, B * B)
-    levels = levels[:, xp.asarray(ZIGZAG)]
-    return levels.get() if hasattr(levels, "get") else np.asarray(levels)
+# Kinds of block (an index into :func:`tables`): intra luma/chroma use the JPEG tables, inter
+# (motion-compensated) luma/chroma a flat table with the luma table's DC step.
+INTRA_LUMA, INTRA_CHROMA, INTER_LUMA, INTER_CHROMA = 0, 1, 2, 3
+MAX_SCALE = 5000
 
 
-def reconstruct(
-    levels: np.ndarray, prediction: np.ndarray, quality: int, chroma: bool = False
-) -> np.ndarray:
-    """The decoded plane: prediction + inverse DCT of the dequantised levels, rounded, clipped.
-
-    ``levels`` is ``(n_blocks, 64)`` in zig-zag order; ``prediction`` a ``(h, w)`` uint8 plane;
-    ``chroma`` picks the table the levels were quantised with.
+@lru_cache(maxsize=512)
+def tables(scale: int) -> np.ndarray:
+    """``(4, 64)`` float64 quantiser steps in zig-zag order for a frame of libjpeg scale
+    ``scale`` (0..5000), one row per block kind (:data:`INTRA_LUMA` ... :data:`INTER_CHROMA`).
     """
-    h, w = prediction.shape
-    table = quant_table(quality, chroma).reshape(-1)
-    coeffs = (np.asarray(levels)[:, _UNZIGZAG] * table).reshape(-1, B, B)
-    residual = from_blocks(dct_blocks(coeffs, inverse=True), h, w)
-    return np.clip(np.rint(prediction + residual), 0, 255).astype(np.uint8)
+    if isinstance(scale, bool) or not isinstance(scale, (int, np.integer)) or not (
+            0 <= scale <= MAX_SCALE):
+        raise ValueError(f"scale: must be an integer in 0..{MAX_SCALE}, got {scale!r}")
+    flat = np.full((B, B), _JPEG_LUMA[0, 0])
+    rows = [scaled_table(t, scale).reshape(-1)[ZIGZAG]
+            for t in (_JPEG_LUMA, _JPEG_CHROMA, flat, flat)]
+    out = np.stack(rows)
+    out.setflags(write=False)
+    return out
 
 
-def quantize_picture(residual: YUV, quality: int, xp: Any = np) -> np.ndarray:
-    """Levels of a residual 4:2:0 picture: the Y plane's blocks (luma table), then U's, then V's
-    (chroma table), each plane in raster order; ``(n_blocks, 64)`` int32, zig-zag order."""
-    return np.concatenate(
-        [quantize(p, quality, xp, chroma=i > 0) for i, p in enumerate(residual)]
-    )
+def block_flags(width: int, height: int, per_mb: np.ndarray) -> np.ndarray:
+    """A per-macroblock flag spread to its 8x8 blocks (4 luma, 1 U, 1 V) of a ``width x
+    height`` picture (whole macroblocks), in the block order of :func:`forward_picture`."""
+    rows, cols = height // 16, width // 16
+    flags = np.asarray(per_mb, bool).reshape(rows, cols)
+    y = np.repeat(np.repeat(flags, 2, axis=0), 2, axis=1).ravel()
+    return np.concatenate([y, flags.ravel(), flags.ravel()])
+
+
+def block_kinds(width: int, height: int, intra_mb: np.ndarray) -> np.ndarray:
+    """The kind of every 8x8 block (:data:`INTRA_LUMA` ... :data:`INTER_CHROMA`) of a picture,
+    from a per-macroblock intra flag."""
+    intra = block_flags(width, height, intra_mb)
+    n_y = (width // B) * (height // B)
+    chroma = np.arange(len(intra)) >= n_y
+    return (np.where(intra, 0, 2) + chroma).astype(np.intp)
+
+
+def quantize_coefficients(coef: Any, steps: Any, bias: Any, xp: Any = np) -> Any:
+    """Levels ``sign(c) * floor(|c| / step + bias)`` (``bias`` 0.5 is rounding; smaller values
+    widen the dead zone around zero), int32 on ``xp``."""
+    mag = xp.floor(xp.abs(coef) / steps + bias)
+    return (xp.sign(coef) * mag).astype(xp.int32)
+
+
+def forward_picture(residual: YUV, xp: Any = np) -> np.ndarray:
+    """DCT coefficients of a residual 4:2:0 picture (whole macroblocks): the Y plane's blocks,
+    then U's, then V's, each plane in raster order; ``(n_blocks, 64)`` float64 in zig-zag order,
+    returned on the host.  The DCT runs on ``xp``."""
+    blocks = [to_blocks(xp.asarray(p, dtype=xp.float64)) for p in residual]
+    coef = dct_blocks(xp.concatenate(blocks), xp=xp).reshape(-1, B * B)[:, xp.asarray(ZIGZAG)]
+    return host(coef)
+
+
+def quantize_picture(residual: YUV, scale: int, kinds: np.ndarray, bias: np.ndarray,
+                     xp: Any = np) -> np.ndarray:
+    """Levels of a residual picture: :func:`forward_picture`, then each block divided by its
+    kind's table (:func:`block_kinds`) with the kind's rounding offset ``bias``
+    (:func:`quantize_coefficients`); ``(n_blocks, 64)`` int32 in zig-zag order."""
+    steps = tables(scale)[kinds]
+    return quantize_coefficients(forward_picture(residual, xp), steps,
+                                 np.asarray(bias)[kinds][:, None])
 
 
 def picture_blocks(width: int, height: int) -> tuple[int, int]:
-    """``(luma blocks, blocks per chroma plane)`` of a ``width x height`` 4:2:0 picture."""
+    """``(luma blocks, blocks per chroma plane)`` of a ``width x height`` 4:2:0 picture
+    (whole macroblocks)."""
     luma = (width // B) * (height // B)
     return luma, luma // 4
 
 
-def reconstruct_picture(levels: np.ndarray, prediction: YUV, quality: int) -> YUV:
-    """:func:`reconstruct` of each plane of a picture from the levels of
-    :func:`quantize_picture`."""
-    h, w = prediction.y.shape
+def reconstruct_picture(levels: np.ndarray, prediction: YUV, scale: int,
+                        kinds: np.ndarray) -> YUV:
+    """The decoded picture: per plane ``clip(rint(prediction + IDCT(level * step)), 0, 255)``
+    with each block's step from its kind.  NumPy only; shared by encoder and decoder."""
+    pred = YUV(*(host(p) for p in prediction))
+    h, w = pred.y.shape
     n_y, n_c = picture_blocks(w, h)
     if len(levels) != n_y + 2 * n_c:
         raise ValueError(f"levels: a {w}x{h} picture has {n_y + 2 * n_c} blocks, "
                          f"got {len(levels)}")
-    parts = (levels[:n_y], levels[n_y : n_y + n_c], levels[n_y + n_c :])
-    return YUV(*(reconstruct(lv, p, quality, chroma=i > 0)
-                 for i, (lv, p) in enumerate(zip(parts, prediction, strict=True))))
+    steps = tables(scale)[kinds]
+    coeffs = (np.asarray(levels) * steps)[:, _UNZIGZAG].reshape(-1, B, B)
+    residual = dct_blocks(coeffs, inverse=True)
+    out = []
+    for p, (lo, hi) in zip(pred, ((0, n_y), (n_y, n_y + n_c), (n_y + n_c, n_y + 2 * n_c)),
+                           strict=True):
+        r = from_blocks(residual[lo:hi], *p.shape)
+        out.append(np.clip(np.rint(p + r), 0, 255).astype(np.uint8))
+    return YUV(*out)
