@@ -23,6 +23,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -62,8 +63,8 @@ def make_clips(folder: Path, n: int) -> dict[str, Path]:
     return clips
 
 
-def luma_psnr(source: np.ndarray, decoded: np.ndarray) -> float:
-    """Mean over frames of the per-frame luma PSNR (dB) of ``(n, h, w)`` uint8 stacks."""
+def plane_psnr(source: np.ndarray, decoded: np.ndarray) -> float:
+    """Mean over frames of the per-frame PSNR (dB) of ``(n, h, w)`` uint8 stacks of a plane."""
     if source.shape != decoded.shape:
         raise ValueError(f"decoded {decoded.shape} != source {source.shape}")
     err = (source.astype(np.float64) - decoded).reshape(len(source), -1)
@@ -71,15 +72,23 @@ def luma_psnr(source: np.ndarray, decoded: np.ndarray) -> float:
     return float(np.mean(10 * np.log10(255.0**2 / np.maximum(mse, 1e-12))))
 
 
-def _ffmpeg_luma(path: Path, n: int) -> np.ndarray:
+def _ffmpeg_planes(path: Path, n: int) -> list[np.ndarray]:
     raw = subprocess.run([ffmpeg(), "-v", "error", "-i", str(path), "-f", "rawvideo",
                           "-pix_fmt", "yuv420p", "-"], capture_output=True, timeout=600,
                          check=True).stdout
     frame = W * H * 3 // 2
     if len(raw) != n * frame:
         raise RuntimeError(f"{path}: decoded {len(raw) / frame:.2f} frames, expected {n}")
-    return np.stack([np.frombuffer(raw, np.uint8, W * H, i * frame).reshape(H, W)
-                     for i in range(n)])
+    c = W * H // 4
+    return [np.stack([np.frombuffer(raw, np.uint8, size, i * frame + off).reshape(shape)
+                      for i in range(n)])
+            for size, off, shape in ((W * H, 0, (H, W)), (c, W * H, (H // 2, W // 2)),
+                                     (c, W * H + c, (H // 2, W // 2)))]
+
+
+def psnrs(source: Any, decoded: list[np.ndarray]) -> tuple[float, float, float]:
+    """Mean per-frame PSNR of Y, U and V."""
+    return tuple(plane_psnr(s, d) for s, d in zip(source, decoded, strict=True))
 
 
 REFERENCE = {
@@ -108,36 +117,41 @@ def raw_input(clip: Path) -> list[str]:
             "-i", str(raw)]
 
 
-def reference_curve(codec: str, clip: Path, luma: np.ndarray, folder: Path) -> list[tuple]:
-    """``[(bytes, luma PSNR)]`` of ffmpeg's ``codec`` at each of its quantiser settings."""
+def reference_curve(codec: str, clip: Path, source: Any, folder: Path) -> list[tuple]:
+    """``[(bytes, Y PSNR, U PSNR, V PSNR)]`` of ffmpeg's ``codec`` at each quantiser setting."""
     points, args = REFERENCE[codec]
     out = []
-    source = raw_input(clip)
+    raw = raw_input(clip)
     for q in points:
         path = folder / f"{clip.stem}.{codec}.{q}"
-        _run([ffmpeg(), "-v", "error", "-y", *source, *args(q), str(path)])
-        out.append((path.stat().st_size, luma_psnr(luma, _ffmpeg_luma(path, len(luma)))))
+        _run([ffmpeg(), "-v", "error", "-y", *raw, *args(q), str(path)])
+        out.append((path.stat().st_size,
+                    *psnrs(source, _ffmpeg_planes(path, source.n_frames))))
     return out
 
 
-def ours(clip: Path, luma: np.ndarray, quality: int, params: dict) -> tuple[int, float, float]:
-    """``(bytes, luma PSNR, encode CPU s/frame)`` of our encoder; PSNR of our decoder's output."""
+def ours(clip: Path, source: Any, quality: int, params: dict) -> tuple:
+    """``(bytes, Y, U, V PSNR, encode CPU s/frame)`` of our encoder; PSNR of our decoder's
+    output."""
     t0 = time.process_time()
     stream, _, _ = encode_serial(open_clip(clip), {"gop": GOP, "bframes": BFRAMES,
                                                   "quality": quality, **params})
-    cpu = (time.process_time() - t0) / len(luma)
-    decoded = np.stack([f.y for f in decode(stream)])
-    return len(stream), luma_psnr(luma, decoded), cpu
+    cpu = (time.process_time() - t0) / source.n_frames
+    decoded = decode(stream)
+    planes = [np.stack([f[i] for f in decoded]) for i in range(3)]
+    return (len(stream), *psnrs(source, planes), cpu)
 
 
-def bytes_at(curve: list[tuple], db: float) -> float:
-    """The reference's bytes at ``db`` (log-linear between neighbours; nan outside its range)."""
+def at_psnr(curve: list[tuple], db: float) -> tuple[float, float, float]:
+    """The reference's ``(bytes, U PSNR, V PSNR)`` at luma PSNR ``db`` (bytes log-linear, chroma
+    PSNR linear between the two neighbouring points; nan outside its range)."""
     pts = sorted(curve, key=lambda p: p[1])
-    for (b0, p0), (b1, p1) in zip(pts, pts[1:], strict=False):
+    for (b0, p0, u0, v0), (b1, p1, u1, v1) in zip(pts, pts[1:], strict=False):
         if p0 <= db <= p1 and p1 > p0:
             t = (db - p0) / (p1 - p0)
-            return math.exp((1 - t) * math.log(b0) + t * math.log(b1))
-    return math.nan
+            return (math.exp((1 - t) * math.log(b0) + t * math.log(b1)), (1 - t) * u0 + t * u1,
+                    (1 - t) * v0 + t * v1)
+    return math.nan, math.nan, math.nan
 
 
 def gmean(values: list[float]) -> float:
@@ -152,33 +166,40 @@ def rd_table(n: int, qualities: tuple[int, ...], params: dict,
     with tempfile.TemporaryDirectory(prefix="video-rd-") as tmp:
         folder = Path(tmp)
         for name, clip in make_clips(folder, n).items():
-            luma = read_y4m(clip).y
-            refs = {c: reference_curve(c, clip, luma, folder) for c in REFERENCE}
+            source = read_y4m(clip)
+            refs = {c: reference_curve(c, clip, source, folder) for c in REFERENCE}
             rows[name] = []
             for q in qualities:
-                size, db, cpu = ours(clip, luma, q, params)
-                row = {"quality": q, "bytes": size, "psnr": db, "cpu": cpu}
+                size, db, u, v, cpu = ours(clip, source, q, params)
+                row = {"quality": q, "bytes": size, "psnr": db, "u": u, "v": v, "cpu": cpu}
                 for c, curve in refs.items():
-                    row[c] = size / bytes_at(curve, db)
+                    b, ru, rv = at_psnr(curve, db)
+                    row[c], row[c + "_uv"] = size / b, (ru, rv)
                 rows[name].append(row)
-                log(f"{name:<10} q{q:<3} {size:>9,} B {db:6.2f} dB  vs MPEG-2 "
-                    f"{row['mpeg2']:5.2f}x  vs x264 {row['x264']:5.2f}x  ({cpu * 1e3:.0f} ms/f)")
+                log(f"{name:<10} q{q:<3} {size:>9,} B Y {db:6.2f} U {u:5.2f} V {v:5.2f} dB  "
+                    f"vs MPEG-2 {row['mpeg2']:5.2f}x (its U {row['mpeg2_uv'][0]:5.2f} V "
+                    f"{row['mpeg2_uv'][1]:5.2f})  vs x264 {row['x264']:5.2f}x  "
+                    f"({cpu * 1e3:.0f} ms/f)")
             for c, curve in refs.items():
-                log(f"{name:<10} {c}: " + ", ".join(f"{b:,} B {p:.2f} dB" for b, p in curve))
+                log(f"{name:<10} {c}: " + ", ".join(f"{b:,} B {p:.2f}/{u:.1f}/{v:.1f} dB"
+                                                    for b, p, u, v in curve))
     return rows
 
 
 def print_summary(rows: dict[str, list[dict]]) -> None:
-    print("\n| clip | quality | bytes | PSNR-Y dB | / MPEG-2 | / x264 | encode ms/frame |")
-    print("|---|---|---|---|---|---|---|")
+    print("\n| clip | quality | bytes | PSNR Y dB | U/V dB | MPEG-2's U/V at that Y | "
+          "bytes / MPEG-2 | bytes / x264 | encode ms/frame |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for name, rs in rows.items():
         for r in rs:
+            mu, mv = r["mpeg2_uv"]
             print(f"| {name} | {r['quality']} | {r['bytes']:,} | {r['psnr']:.2f} | "
-                  f"{r['mpeg2']:.2f} | {r['x264']:.2f} | {r['cpu'] * 1e3:.0f} |")
-        print(f"| **{name}** | geo. mean | | | **{gmean([r['mpeg2'] for r in rs]):.2f}** | "
+                  f"{r['u']:.1f}/{r['v']:.1f} | {mu:.1f}/{mv:.1f} | {r['mpeg2']:.2f} | "
+                  f"{r['x264']:.2f} | {r['cpu'] * 1e3:.0f} |")
+        print(f"| **{name}** | geo. mean | | | | | **{gmean([r['mpeg2'] for r in rs]):.2f}** | "
               f"**{gmean([r['x264'] for r in rs]):.2f}** | |")
     every = [r for rs in rows.values() for r in rs]
-    print(f"| **all** | geo. mean | | | **{gmean([r['mpeg2'] for r in every]):.2f}** | "
+    print(f"| **all** | geo. mean | | | | | **{gmean([r['mpeg2'] for r in every]):.2f}** | "
           f"**{gmean([r['x264'] for r in every]):.2f}** | |")
 
 

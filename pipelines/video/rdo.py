@@ -41,13 +41,13 @@ from .transform import (
 from .yuv import MB, YUV, host, neutral_chroma
 
 __all__ = ["LAMBDA_MODE", "LAMBDA_MOTION", "ROUNDING", "lambdas", "block_bits", "quantize_rd",
-           "estimate"]
+           "quantize_frame", "estimate"]
 
 # lambda per squared step (mode decisions, block zeroing) and per step (motion search, SAD)
 LAMBDA_MODE = 0.2
 LAMBDA_MOTION = 0.45
 # rounding offset of the quantiser per block kind (intra luma, intra chroma, inter luma/chroma)
-ROUNDING = np.array([0.5, 0.5, 0.5, 0.5])
+ROUNDING = np.array([0.5, 0.5, 0.33, 0.33])
 
 
 def lambdas(scale: int) -> tuple[float, float]:
@@ -103,6 +103,14 @@ def quantize_rd(coef: np.ndarray, steps: np.ndarray, bias: np.ndarray, lam: floa
     return levels, np.where(zero, d0, d), np.where(zero, 0, r)
 
 
+def quantize_frame(coef: np.ndarray, scale: int, kinds: np.ndarray,
+                   forced: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`quantize_rd` of a picture's coefficient blocks with the frame's tables, rounding
+    and lambda: inter blocks may be zeroed, ``forced`` ones (skipped macroblocks) are."""
+    return quantize_rd(coef, tables(scale)[kinds], ROUNDING[kinds][:, None], lambdas(scale)[0],
+                       kinds >= INTER_LUMA, forced)
+
+
 def _mb_sum(per_block: np.ndarray, order: np.ndarray) -> np.ndarray:
     return per_block[order].sum(axis=1)
 
@@ -124,9 +132,7 @@ def _candidate_cost(cur: YUV, pred: YUV, scale: int, intra: bool, lam: float,
     coef = forward_picture(residual, xp)
     n_mb = order.shape[0]
     kinds = block_kinds(w, h, np.full(n_mb, intra))
-    forced = np.full(len(coef), forced_zero)
-    _, d, r = quantize_rd(coef, tables(scale)[kinds], ROUNDING[kinds][:, None], lam,
-                          np.full(len(coef), not intra), forced)
+    _, d, r = quantize_frame(coef, scale, kinds, np.full(len(coef), forced_zero))
     cost = _mb_sum(d, order) + lam * _mb_sum(r, order)
     if not forced_zero:
         cost = cost + lam * _cbp_bits(r, order)

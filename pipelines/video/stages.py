@@ -26,13 +26,19 @@ from streampipe.stage import Context, Sink, Source, Stage
 from .frameio import ArrayClip, FrameError, check_tags, open_clip
 from .gop import anchors_held, encode_order, feedback_plan
 from .motion import INTRA, Reference, intra_prediction
-from .rdo import ROUNDING, estimate, lambdas, quantize_rd
+from .rdo import estimate, quantize_frame
 from .schedule import best_lookahead
 from .stats import VideoStats, psnr_planes, summarize
 from .syntax import CodedFrame, StreamHeader, pack_frame, stream_header_bytes
 from .synthetic import PanClip
-from .transform import MAX_SCALE, block_flags, block_kinds, forward_picture, jpeg_scale, reconstruct_picture
-from .transform import tables
+from .transform import (
+    MAX_SCALE,
+    block_flags,
+    block_kinds,
+    forward_picture,
+    jpeg_scale,
+    reconstruct_picture,
+)
 from .yuv import MB, YUV, coded_size, crop_picture, host, neutral_chroma, pad_picture
 
 __all__ = [
@@ -171,7 +177,7 @@ def source_config(params: dict[str, Any], where: str = "params",
         me_replicas=p.number("me_replicas", 2, 1, 4096),
         quality=p.number("quality", 75, 1, 100),
         i_factor=float(p.number("i_factor", 0.8, 0.05, 20.0, (int, float))),
-        b_factor=float(p.number("b_factor", 1.3, 0.05, 20.0, (int, float))),
+        b_factor=float(p.number("b_factor", 1.6, 0.05, 20.0, (int, float))),
     )
     if source == "synthetic" and n < 1:
         raise ValueError(f"{where}.n_frames: the synthetic source needs n_frames >= 1")
@@ -353,8 +359,7 @@ class TransformQuantize(Stage):
         kinds = block_kinds(w, h, modes == INTRA)
         coef = forward_picture(residual, xp)
         skip = block_flags(w, h, host(item["skip"]))
-        levels, _, _ = quantize_rd(coef, tables(item["scale"])[kinds], ROUNDING[kinds][:, None],
-                                   lambdas(item["scale"])[0], kinds >= 2, skip)
+        levels, _, _ = quantize_frame(coef, item["scale"], kinds, skip)
         recon = reconstruct_picture(levels, pred, item["scale"], kinds)
         if self._referenced is None:
             self._referenced = feedback_plan(*item["gop"])[0]

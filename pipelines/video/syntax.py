@@ -17,10 +17,19 @@ from typing import BinaryIO
 
 import numpy as np
 
+from .arith import Decoder, Encoder
 from .frameio import C420, MAX_SIDE, Y4MHeader
-from .golomb import BitReader, BitstreamError, BitWriter, se_code, ue_code
+from .golomb import BitReader, BitstreamError, BitWriter
+from .mbcode import (
+    N_CONTEXTS,
+    decode_macroblocks,
+    encode_macroblocks,
+    mb_directions,
+    mb_kinds,
+    skip_mode,
+)
 from .motion import BACKWARD, BIDIR, FORWARD, INTRA
-from .transform import B, MAX_SCALE, picture_blocks
+from .transform import MAX_SCALE, B, block_kinds, picture_blocks
 from .yuv import MB, coded_size
 
 __all__ = [
@@ -28,7 +37,6 @@ __all__ = [
     "CodedFrame",
     "StreamHeader",
     "MVField",
-    "skip_mode",
     "mb_blocks",
     "P_TYPES",
     "B_TYPES",
@@ -126,23 +134,6 @@ class MVField:
         self.v[m, d] = vec
 
 
-def directions(ftype: str, mode: int) -> tuple[int, ...]:
-    """The vector directions a macroblock mode codes."""
-    if mode == INTRA:
-        return ()
-    if ftype == "P":
-        return (0,)
-    return {FORWARD: (0,), BACKWARD: (1,), BIDIR: (0, 1)}[mode]
-
-
-def skip_mode(ftype: str, prev_mode: int | None) -> int:
-    """The mode of a skipped macroblock: forward in P frames; in B frames the previous
-    macroblock's mode in the row when it was inter, else bi-directional."""
-    if ftype == "P":
-        return FORWARD
-    return prev_mode if prev_mode in (FORWARD, BACKWARD, BIDIR) else BIDIR
-
-
 def mb_blocks(width: int, height: int) -> np.ndarray:
     """``(n_mb, 6)``: per macroblock the indices of its blocks in the levels array (Y top-left,
     top-right, bottom-left, bottom-right, then U, then V)."""
@@ -155,7 +146,7 @@ def mb_blocks(width: int, height: int) -> np.ndarray:
                      n_y + n_c + r * cols + c], axis=1)
 
 
-# Macroblock type codes (ue) by frame type, most frequent first.
+# The macroblock modes a frame type allows (the encoder's candidates).
 P_TYPES = (FORWARD, INTRA)
 B_TYPES = (BIDIR, FORWARD, BACKWARD, INTRA)
 
@@ -184,85 +175,55 @@ def _dc_pass(levels: np.ndarray, order: np.ndarray, intra: np.ndarray, cols: int
     return out
 
 
-def _block_codes(levels: np.ndarray) -> list[str]:
-    """Per block: ue(n - 1) and n pairs ue(run) se(level) (run = zeros before the level in
-    zig-zag order); '' for a block without levels."""
-    blk, pos = np.nonzero(levels)
-    nnz = np.bincount(blk, minlength=len(levels))
-    first = np.r_[0, np.cumsum(nnz)[:-1]]
-    prev = np.where(np.r_[True, blk[1:] != blk[:-1]], -1, np.r_[-1, pos[:-1]])
-    runs = (pos - prev - 1).tolist()
-    vals = levels[blk, pos].tolist()
-    pairs = [ue_code(r) + se_code(v) for r, v in zip(runs, vals, strict=True)]
-    out = []
-    for b, n in enumerate(nnz.tolist()):
-        out.append(ue_code(n - 1) + "".join(pairs[first[b] : first[b] + n]) if n else "")
-    return out
-
-
-def _read_block(r: BitReader, levels: np.ndarray, b: int, where: str) -> None:
-    pos = -1
-    for _ in range(r.ue() + 1):
-        pos += r.ue() + 1
-        if pos >= B * B:
-            raise BitstreamError(f"{where}: block {b}: coefficient index {pos} > 63")
-        levels[b, pos] = r.se()
-
-
 # ------------------------------------------------------------------------ frames
-def pack_frame(f: CodedFrame, width: int, height: int) -> bytes:
-    """One frame's payload bytes (byte-aligned); ``width x height`` is the coded size."""
-    if f.type not in _TYPES:
-        raise ValueError(f"frame type: must be one of {_TYPES}, got {f.type!r}")
+def _frame_header(f: CodedFrame) -> bytes:
     w = BitWriter()
     w.ue(_TYPES.index(f.type))
     w.ue(f.display)
     for r in f.ref_displays:
         w.ue(r)
     w.ue(f.scale)
-    rows, cols = height // MB, width // MB
-    order = mb_blocks(width, height)
-    modes = np.asarray(f.modes)
-    intra = modes == INTRA if f.type != "I" else np.ones(len(modes), bool)
-    levels = _dc_pass(np.asarray(f.levels), order, intra, cols, undo=False)
-    codes = _block_codes(levels)
-    field = MVField(rows, cols)
-    parts: list[str] = []
-    skipped = 0
-    prev_mode: int | None = None
-    mb_types = P_TYPES if f.type == "P" else B_TYPES
-    for m in range(rows * cols):
-        if m % cols == 0:
-            prev_mode = None
-        blocks = [codes[b] for b in order[m]]
-        cbp = sum(1 << k for k, c in enumerate(blocks) if c)
-        if f.type == "I":
-            parts.append(ue_code(cbp))
-            parts.extend(blocks)
-            continue
-        mode = int(modes[m])
-        dirs = directions(f.type, mode)
-        preds = {d: field.predict(m, d) for d in (0, 1)}
-        for d in (0, 1):
-            field.set(m, d, tuple(int(x) for x in f.mvs[m, d]) if d in dirs else preds[d])
-        skip = (cbp == 0 and mode == skip_mode(f.type, prev_mode)
-                and all(tuple(int(x) for x in f.mvs[m, d]) == preds[d] for d in dirs))
-        prev_mode = mode
-        if skip:
-            skipped += 1
-            continue
-        parts.append(ue_code(skipped))
-        skipped = 0
-        parts.append(ue_code(mb_types.index(mode)))
-        for d in dirs:
-            parts.append(se_code(int(f.mvs[m, d, 0]) - preds[d][0]))
-            parts.append(se_code(int(f.mvs[m, d, 1]) - preds[d][1]))
-        parts.append(ue_code(cbp))
-        parts.extend(blocks)
-    if f.type != "I" and skipped:
-        parts.append(ue_code(skipped))
-    w.raw("".join(parts))
     return w.getvalue()
+
+
+def pack_frame(f: CodedFrame, width: int, height: int) -> bytes:
+    """One frame's payload bytes; ``width x height`` is the coded size.
+
+    The payload is the frame header in Exp-Golomb codes (type, display index, reference display
+    indices, quantiser scale), zero bits to the byte, then the arithmetic-coded macroblocks.
+    """
+    if f.type not in _TYPES:
+        raise ValueError(f"frame type: must be one of {_TYPES}, got {f.type!r}")
+    rows, cols = height // MB, width // MB
+    n_mb = rows * cols
+    order = mb_blocks(width, height)
+    modes = np.full(n_mb, INTRA, np.int8) if f.type == "I" else np.asarray(f.modes, np.int8)
+    intra = modes == INTRA
+    levels = _dc_pass(np.asarray(f.levels, np.int64), order, intra, cols, undo=False)
+    coded = np.any(levels != 0, axis=1)[order].any(axis=1)
+    kinds = block_kinds(width, height, intra)
+    field = MVField(rows, cols)
+    mvds = np.zeros((n_mb, 2, 2), np.int64)
+    skip = np.zeros(n_mb, bool)
+    if f.type != "I":
+        prev_mode: int | None = None
+        for m in range(n_mb):
+            if m % cols == 0:
+                prev_mode = None
+            mode = int(modes[m])
+            dirs = mb_directions(f.type, mode)
+            same = not coded[m] and mode == skip_mode(f.type, prev_mode)
+            for d in (0, 1):
+                pred = field.predict(m, d)
+                vec = (int(f.mvs[m, d, 0]), int(f.mvs[m, d, 1])) if d in dirs else pred
+                field.set(m, d, vec)
+                mvds[m, d] = vec[0] - pred[0], vec[1] - pred[1]
+                same = same and (d not in dirs or vec == pred)
+            skip[m] = same
+            prev_mode = mode
+    enc = Encoder(N_CONTEXTS)
+    encode_macroblocks(enc, f.type, rows, cols, modes, mvds, skip, levels, order, kinds)
+    return _frame_header(f) + enc.finish()
 
 
 def unpack_frame(data: bytes, width: int, height: int, where: str = "frame") -> CodedFrame:
@@ -282,57 +243,22 @@ def unpack_frame(data: bytes, width: int, height: int, where: str = "frame") -> 
     order = mb_blocks(width, height)
     n_y, n_c = picture_blocks(width, height)
     levels = np.zeros((n_y + 2 * n_c, B * B), np.int32)
+    dec = Decoder(data, N_CONTEXTS, (r.pos + 7) // 8, where)
+    modes, mvds, _ = decode_macroblocks(dec, ftype, rows, cols, order, mb_kinds, levels, where)
+    if dec.overrun() > 4:
+        raise BitstreamError(f"{where}: truncated")
     mvs = np.zeros((n_mb, 2, 2), np.int32)
-    modes = np.full(n_mb, INTRA, np.int8)
-    field = MVField(rows, cols)
-    mb_types = P_TYPES if ftype == "P" else B_TYPES
-    skip_left = -1  # macroblocks still to skip; -1: read the next skip run first
-    prev_mode: int | None = None
-    for m in range(n_mb):
-        if m % cols == 0:
-            prev_mode = None
-        if ftype != "I":
-            if skip_left < 0:
-                skip_left = r.ue()
-                if skip_left > n_mb - m:
-                    raise BitstreamError(f"{where}: macroblock {m}: skip run {skip_left} "
-                                         f"passes the frame's end")
-            preds = {d: field.predict(m, d) for d in (0, 1)}
-            if skip_left > 0:
-                mode = skip_mode(ftype, prev_mode)
-                dirs = directions(ftype, mode)
-                vec = {d: preds[d] for d in dirs}
-                cbp = 0
-                skip_left -= 1
-            else:
-                code = r.ue()
-                if code >= len(mb_types):
-                    raise BitstreamError(f"{where}: macroblock {m}: type code {code} > "
-                                         f"{len(mb_types) - 1}")
-                mode = mb_types[code]
-                dirs = directions(ftype, mode)
-                vec = {d: (preds[d][0] + r.se(), preds[d][1] + r.se()) for d in dirs}
-                cbp = r.ue()
-                skip_left = -1
-            modes[m] = mode
-            prev_mode = mode
+    if ftype != "I":
+        field = MVField(rows, cols)
+        for m in range(n_mb):
+            dirs = mb_directions(ftype, int(modes[m]))
             for d in (0, 1):
-                field.set(m, d, vec.get(d, preds[d]))
-                if d in vec:
-                    mvs[m, d] = vec[d]
-        else:
-            cbp = r.ue()
-        if cbp > 63:
-            raise BitstreamError(f"{where}: macroblock {m}: coded block pattern {cbp} > 63")
-        for k in range(6):
-            if cbp >> k & 1:
-                _read_block(r, levels, int(order[m, k]), where)
-    if ftype != "I" and skip_left > 0:
-        raise BitstreamError(f"{where}: skip run passes the frame's end")
-    if r.remaining() >= 8:
-        raise BitstreamError(f"{where}: {r.remaining()} bits left after the last macroblock")
-    intra = modes == INTRA
-    levels = _dc_pass(levels, order, intra, cols, undo=True)
+                pred = field.predict(m, d)
+                vec = (pred[0] + int(mvds[m, d, 0]), pred[1] + int(mvds[m, d, 1]))
+                field.set(m, d, vec)
+                if d in dirs:
+                    mvs[m, d] = vec
+    levels = _dc_pass(levels, order, modes == INTRA, cols, undo=True)
     return CodedFrame(ftype, display, refs, scale, mvs, modes, levels)
 
 
