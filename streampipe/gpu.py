@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 import weakref
 from collections.abc import Callable
 from functools import lru_cache
@@ -33,6 +34,11 @@ __all__ = [
     "select_gpu",
     "resolve_device",
     "to_host",
+    "is_device_array",
+    "standin_mode",
+    "register_kernel_reference",
+    "gpu_local_rank",
+    "gpu_node_rank",
     "cuda_aware_mpi",
     "pinned_limit",
     "PinnedPool",
@@ -76,13 +82,38 @@ def pinned_limit() -> int:
     return value
 
 
+STANDIN_MODES = ("strict",)
+
+
+def standin_mode() -> str | None:
+    """``"strict"`` when ``STREAMPIPE_CUPY_STANDIN`` asks for the CuPy stand-in, else None."""
+    text = os.environ.get("STREAMPIPE_CUPY_STANDIN", "").strip().lower()
+    if text in _FALSE:
+        return None
+    if text not in STANDIN_MODES:
+        raise ValueError(f"STREAMPIPE_CUPY_STANDIN={text!r}: expected strict (or 0 / unset for "
+                         "real CuPy)")
+    return text
+
+
 @lru_cache(maxsize=1)
 def _probe() -> tuple[ModuleType | None, str]:
-    """(cupy, "") when CuPy imports and sees a device, else (None, why not)."""
+    """(cupy, "") when CuPy imports and sees a device, else (None, why not).
+
+    With ``STREAMPIPE_CUPY_STANDIN=strict`` the strict stand-in (:mod:`streampipe.cupy_standin`)
+    is installed as ``cupy`` in this process and used instead, whether CuPy is there or not.
+    """
+    if standin_mode() is not None:
+        from . import cupy_standin  # noqa: PLC0415 - only when asked for
+
+        return cupy_standin.install(), ""
     try:
         import cupy  # noqa: PLC0415 - optional dependency
     except Exception as exc:  # noqa: BLE001 - a broken install is as good as none
         return None, f"CuPy cannot be imported ({type(exc).__name__}: {exc})"
+    if getattr(cupy, "STANDIN", False):
+        return None, ("`cupy` is the stand-in installed in this process, but "
+                      "STREAMPIPE_CUPY_STANDIN is not set")
     try:
         count = cupy.cuda.runtime.getDeviceCount()
     except Exception as exc:  # noqa: BLE001 - no driver, no device
@@ -179,12 +210,49 @@ def resolve_device(device: str, local_rank: int = 0, stage: str = "stage",
     return "gpu", cp
 
 
+def is_device_array(x: Any) -> bool:
+    """Whether ``x`` is a CuPy (or CuPy stand-in) device array."""
+    for name in ("cupy", "streampipe.cupy_standin"):
+        mod = sys.modules.get(name)
+        nd = getattr(mod, "ndarray", None)
+        if nd is not None and isinstance(x, nd):
+            return True
+    return False
+
+
 def to_host(x: Any) -> Any:
     """A NumPy copy of a CuPy array (anything else is returned as it is)."""
-    get = getattr(x, "get", None)
-    if get is not None and type(x).__module__.startswith("cupy"):
-        return get()
-    return x
+    return x.get() if is_device_array(x) else x
+
+
+def register_kernel_reference(name: str, fn: Callable[..., Any]) -> None:
+    """The NumPy reference the CuPy stand-in runs for the CuPy kernel called ``name``.
+
+    Harmless on real CuPy (the reference is never called there).  Signatures are in
+    :mod:`streampipe.cupy_standin._kernels`: elementwise ``fn(*inputs) -> outputs``, reduction
+    ``fn(*inputs, axis, keepdims)``, raw ``fn(*args, grid, block, shared_mem)``.
+    """
+    from .cupy_standin import register_kernel  # noqa: PLC0415 - NumPy only, but rarely needed
+
+    register_kernel(name, fn)
+
+
+def gpu_local_rank(peers: list[int], rank: int, gpu_ranks: Any) -> int:
+    """``rank``'s index among the ranks of ``peers`` (its node) that run GPU stages.
+
+    GPUs are dealt out over these only, so CPU stages sharing the node do not leave GPUs idle
+    (node-local rank 3 of 4, the only GPU rank, gets GPU 0).  A rank outside ``gpu_ranks``
+    gets its index among all of ``peers``; it never uses it.
+    """
+    mine = [r for r in peers if r in gpu_ranks]
+    return mine.index(rank) if rank in mine else peers.index(rank)
+
+
+def gpu_node_rank(comm: Any, gpu_ranks: Any) -> int:
+    """:func:`gpu_local_rank` of this rank on its node (collective over ``comm``)."""
+    from .transport import node_peers  # noqa: PLC0415 - keep `import streampipe.gpu` MPI-free
+
+    return gpu_local_rank(node_peers(comm), comm.Get_rank(), gpu_ranks)
 
 
 def cuda_aware_mpi() -> bool:
@@ -288,13 +356,22 @@ class PinnedPool:
 
 
 class WireCodec:
-    """The ``to_wire``/``from_wire`` pair of a GPU stage.
+    """The wire hooks of a GPU stage, in parts the runtime can time separately.
 
-    ``to_wire``: every ``xp.ndarray`` in the item (nested dicts/lists/tuples included) becomes a
-    NumPy array, copied after the producing stream is synchronised, through a reused pinned
-    buffer when large.  ``from_wire``: every numeric NumPy array becomes an ``xp`` array.
+    * ``from_wire(item)``: every numeric NumPy array in the item becomes an ``xp`` array
+      (host-to-device staging: *transfer*).
+    * ``start()``: the stage's device work on the item begins (a CUDA event on the current
+      stream).  ``from_wire`` calls it, so a runtime that does not still times the work.
+    * ``sync()``: wait until that work is done (stream synchronise: the kernel time a
+      GPU-bound stage spends, *busy*) and add the event-measured time since ``start()`` to
+      ``gpu_kernel_s``; returns the seconds the host waited.  ``to_wire`` calls it first when the
+      runtime has not.
+    * ``to_wire(item)``: every ``xp.ndarray`` in the item (nested dicts/lists/tuples included)
+      becomes a NumPy array, through a reused pinned buffer when large (device-to-host staging:
+      *transfer*).
+
     Device arrays never reach the transport: see docs/gpu.md for what a direct (CUDA-aware)
-    device-buffer send would change there.
+    device-buffer send would change there.  Unpacking a codec gives ``(to_wire, from_wire)``.
     """
 
     # NumPy kinds CuPy can hold: bool, signed/unsigned int, float, complex
@@ -308,30 +385,62 @@ class WireCodec:
         self.xp = xp
         self.pool = PinnedPool(xp, pinned_limit)
         self.pinned_min = pinned_min
-        self.extra = extra
+        self.extra = extra if extra is not None else {}
         self.cuda_aware = cuda_aware_mpi()
+        self._synced = True
+        self._t_start = xp.cuda.Event()
+        self._t_end = xp.cuda.Event()
+        self._started = False
+        self.extra["gpu_cuda_aware_mpi"] = int(self.cuda_aware)
+        self.extra.setdefault("gpu_kernel_s", 0.0)
+        self.extra.setdefault("gpu_sync_s", 0.0)
+        self.extra.setdefault("gpu_items_timed", 0)
+
+    def __iter__(self) -> Any:
+        return iter((self.to_wire, self.from_wire))
+
+    def start(self) -> None:
+        """The stage's device work on an item begins now (on the current stream)."""
+        self._t_start.record()
+        self._started = True
         self._synced = False
-        if extra is not None:
-            extra["gpu_cuda_aware_mpi"] = int(self.cuda_aware)
+
+    def sync(self) -> float:
+        """Wait for the item's device work; fold its event time into ``gpu_kernel_s``."""
+        t0 = time.perf_counter()
+        stream = self.xp.cuda.get_current_stream()
+        if self._started:
+            self._t_end.record()
+            self._t_end.synchronize()
+        stream.synchronize()
+        waited = time.perf_counter() - t0
+        ex = self.extra
+        if self._started:
+            ex["gpu_kernel_s"] += self.xp.cuda.get_elapsed_time(self._t_start, self._t_end) / 1e3
+            ex["gpu_items_timed"] += 1
+            self._started = False
+        ex["gpu_sync_s"] += waited
+        self._synced = True
+        return waited
 
     def to_wire(self, value: Any) -> Any:
         """``value`` with device arrays replaced by host (NumPy) copies."""
-        self._synced = False
+        if not self._synced:
+            self.sync()
         out = _map_arrays(value, self.xp.ndarray, self._download)
         self._record()
         return out
 
     def from_wire(self, value: Any) -> Any:
-        """``value`` with numeric NumPy arrays replaced by device arrays."""
+        """``value`` with numeric NumPy arrays replaced by device arrays; starts the timing."""
         out = _map_arrays(value, numpy.ndarray, self._upload)
         self._record()
+        self.start()
         return out
 
     def _download(self, dev: Any) -> numpy.ndarray:
         if not self._synced:
-            # kernels on the producing stream must be done before anyone reads the result
-            self.xp.cuda.get_current_stream().synchronize()
-            self._synced = True
+            self.sync()  # kernels on the producing stream must be done before anyone reads
         if not dev.flags.c_contiguous:
             dev = self.xp.ascontiguousarray(dev)
         nbytes = int(dev.nbytes)
@@ -348,20 +457,20 @@ class WireCodec:
         return self.xp.asarray(host)
 
     def _record(self) -> None:
-        if self.extra is not None:
-            record_gpu_memory(self.extra, self.xp)
-            self.extra["gpu_pinned_bytes"] = self.pool.bytes
+        record_gpu_memory(self.extra, self.xp)
+        self.extra["gpu_pinned_bytes"] = self.pool.bytes
 
 
-def wire_hooks(ctx: Any) -> tuple[Callable[[Any], Any], Callable[[Any], Any]]:
-    """(to_wire, from_wire) for a GPU stage (see :class:`WireCodec`).
+def wire_hooks(ctx: Any) -> WireCodec:
+    """The :class:`WireCodec` of a GPU stage (``to_wire``, ``from_wire``, ``start``, ``sync``).
 
-    When the context belongs to a running rank, the codec also keeps ``gpu_peak_bytes`` and
-    ``gpu_pinned_bytes`` up to date in that rank's metrics (``Recorder.extra``).
+    When the context belongs to a running rank, the codec keeps ``gpu_peak_bytes``,
+    ``gpu_pinned_bytes``, ``gpu_kernel_s``, ``gpu_sync_s`` and ``gpu_items_timed`` up to date in
+    that rank's metrics (``Recorder.extra``, stored in the run file's ``/ranks/{r}``).
+    ``to_wire, from_wire = wire_hooks(ctx)`` still works.
     """
     recorder = getattr(getattr(ctx, "_runtime", None), "m", None)
-    codec = WireCodec(ctx.xp, getattr(recorder, "extra", None))
-    return codec.to_wire, codec.from_wire
+    return WireCodec(ctx.xp, getattr(recorder, "extra", None))
 
 
 # ----------------------------------------------------------------------------- memory

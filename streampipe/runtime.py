@@ -141,12 +141,15 @@ class RankRuntime:
                                     self.opts.feedback_limit, sp.name)
 
     def _make_stage(self) -> Any:
-        from .gpu import resolve_device
+        from .gpu import gpu_node_rank, resolve_device
 
         sp = self.sp
         stage = instantiate(self.sspec, f"stages[{sp.index}]")
         # collective (a split of the world by node): every rank calls it once, GPU stage or not
-        local, _ = self.t.join_node()
+        self.t.join_node()
+        # GPUs are dealt out over the node's GPU-stage ranks only (collective too)
+        local = gpu_node_rank(self.comm, {r for s in self.plan.stages if s.device != "cpu"
+                                          for r in s.ranks})
         device, xp = resolve_device(sp.device, local, sp.name,
                                     log=self.role.replica == 0 and self.role.is_root)
         from mpi4py import MPI

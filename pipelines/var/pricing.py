@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from streampipe import gpu
+
 __all__ = ["norm_cdf", "bs_price"]
 
 _SQRTH = math.sqrt(0.5)
@@ -99,10 +101,10 @@ _BS_BODY = """
 """
 
 
-@lru_cache(maxsize=1)
-def _bs_kernel() -> Any:
-    import cupy as cp  # lazily: CPU-only installs never import CuPy
-
+@lru_cache(maxsize=4)
+def _bs_kernel(cp: Any) -> Any:
+    """The kernel on the CuPy module ``cp`` (real CuPy or the stand-in, whose NumPy reference
+    is :func:`bs_price` on NumPy)."""
     return cp.ElementwiseKernel(
         "float64 spot, float64 strike, float64 tau, float64 vol, float64 rate, int32 is_call",
         "float64 price",
@@ -125,8 +127,8 @@ def bs_price(
     ``is_call`` is 1 for a call, 0 for a put.  ``S = 0`` gives the limits (call 0, put
     ``K*exp(-rT)``).  With ``xp`` = cupy the arrays must be on the device and the result is too.
     """
-    if getattr(xp, "__name__", "numpy") == "cupy":
-        return _bs_kernel()(S, K, T, sigma, r, xp.asarray(is_call, dtype=xp.int32))
+    if xp is not np:
+        return _bs_kernel(xp)(S, K, T, sigma, r, xp.asarray(is_call, dtype=xp.int32))
     S, K, T, sigma, r = (np.asarray(v, dtype=np.float64) for v in (S, K, T, sigma, r))
     call = np.asarray(is_call) != 0
     sq = np.sqrt(T)
@@ -141,3 +143,7 @@ def bs_price(
     with np.errstate(invalid="ignore"):  # 0 * Φ(±inf) at S = 0; fixed up below
         price = np.where(call, S * n1 - kd * n2, kd * n2 - S * n1)
     return np.where(S == 0, np.where(call, 0.0, kd), price)
+
+
+# the CuPy stand-in runs the kernel as the NumPy path
+gpu.register_kernel_reference("streampipe_var_bs_price", lambda *args: bs_price(np, *args))

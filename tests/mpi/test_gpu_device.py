@@ -1,4 +1,5 @@
-"""streampipe.gpu on a real device (``pytest -m gpu``; skipped without CuPy and a CUDA device).
+"""streampipe.gpu on a device (``pytest -m gpu``): real CuPy on a GPU, else the strict stand-in
+(tests/gpu_harness.py), so these run in CI too and again, unchanged, on a GPU.
 
 Kernel-vs-NumPy checks that live elsewhere are not repeated here: VaR valuation in
 tests/var/test_var_pipeline.py, SAD and DCT in tests/video/test_video_gpu.py.
@@ -7,7 +8,7 @@ matmuls, the memory budget
 and CuPy items through a real 3-rank pipeline.
 
 The stage classes below are also used by that pipeline (``uses = "tests.mpi.test_gpu_device:..."``),
-so the module must import without CuPy: the skip is a mark, not a module-level skip.
+so the module must import without CuPy.
 """
 
 from __future__ import annotations
@@ -20,28 +21,18 @@ import pytest
 import streampipe as sp
 from streampipe import gpu
 from streampipe.stage import Context
+from tests.gpu_harness import device_module, device_session, standin_env
 
-
-def _cupy():
-    try:
-        import cupy
-
-        return cupy if cupy.cuda.runtime.getDeviceCount() > 0 else None
-    except Exception:  # noqa: BLE001 - no CuPy, no driver or no device
-        return None
-
-
-cp = _cupy()
-pytestmark = [pytest.mark.gpu,
-              pytest.mark.skipif(cp is None, reason="needs CuPy and a CUDA device")]
+cp = device_module()
+pytestmark = pytest.mark.gpu
 EPS = np.finfo(np.float64).eps
 N = 100_000  # float64 elements per array item: 800 kB, through the pinned path
 
 
 @pytest.fixture(autouse=True)
 def device_zero():
-    yield
-    if cp is not None:
+    with device_session(devices=2):  # on the stand-in: two GPUs, a fresh pool
+        yield
         cp.cuda.Device(0).use()
 
 
@@ -242,7 +233,8 @@ def test_cupy_items_through_a_gpu_middle_stage(tmp_path):
         device = "cpu"
     """))
     out = tmp_path / "run.h5"
-    done = streampipe("run", str(job), "--out", str(out), "--quiet", timeout=90)
+    with standin_env():
+        done = streampipe("run", str(job), "--out", str(out), "--quiet", timeout=90)
     assert done.returncode == 0, done.output
     run = read(str(out))
     # closed form: sum of 2*i*k for k < n is i*n*(n-1), exact in float64 (integers < 2**53)

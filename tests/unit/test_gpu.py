@@ -1,9 +1,10 @@
-"""streampipe.gpu without a GPU: device resolution, the host staging path and the memory budget.
+"""streampipe.gpu without a GPU: device resolution, the host staging path, GPU timing and the
+memory budget, on the strict CuPy stand-in (``streampipe.cupy_standin``).
 
-A fake CuPy (plain Python over NumPy) stands in for the real one: it records which device was
-made current, how often the stream was synchronised and how much pinned memory was allocated,
-so the tests check the decisions gpu.py takes, not CuPy itself (that is
-tests/mpi/test_gpu_device.py, which needs a device).
+The stand-in counts what gpu.py asks of CuPy (stream synchronisations, pinned allocations,
+pool sizes, the current device), so these tests check the decisions gpu.py takes; and because
+it refuses what CuPy refuses, a host/device mix-up in gpu.py fails here.  What CuPy itself does
+on a device is tests/mpi/test_gpu_device.py (stand-in or GPU, see tests/gpu_harness.py).
 """
 
 from __future__ import annotations
@@ -17,94 +18,34 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from streampipe import cupy_standin as standin
 from streampipe import gpu
 from streampipe.stage import Context
-
-# ----------------------------------------------------------------------------- a fake CuPy
-
-
-class FakeDeviceArray:
-    """A "device" array: a private NumPy copy reachable only through get()."""
-
-    def __init__(self, a, contiguous: bool = True) -> None:
-        self._a = np.array(a)
-        self.flags = types.SimpleNamespace(c_contiguous=contiguous)
-
-    dtype = property(lambda self: self._a.dtype)
-    shape = property(lambda self: self._a.shape)
-    nbytes = property(lambda self: self._a.nbytes)
-
-    def get(self, out=None):
-        if out is None:
-            return self._a.copy()
-        assert out.shape == self._a.shape and out.dtype == self._a.dtype and out.flags.c_contiguous
-        out[...] = self._a
-        return out
-
-
-class FakeCupy(types.ModuleType):
-    """Just enough of the cupy namespace for gpu.py."""
-
-    ndarray = FakeDeviceArray
-
-    def __init__(self, n_devices: int = 1, free: int = 10**9, pool_free: int = 0) -> None:
-        super().__init__("cupy")
-        self.used: list[int] = []
-        self.syncs = 0
-        self.pinned: list[int] = []
-        self.pool_sizes = [0]
-        fake = self
-
-        class Device:
-            def __init__(self, i: int) -> None:
-                self.i = i
-
-            def use(self) -> None:
-                fake.used.append(self.i)
-
-        class Stream:
-            def synchronize(self) -> None:
-                fake.syncs += 1
-
-        class Pool:
-            def total_bytes(self) -> int:
-                return fake.pool_sizes.pop(0) if len(fake.pool_sizes) > 1 else fake.pool_sizes[0]
-
-            def free_bytes(self) -> int:
-                return pool_free
-
-        def alloc_pinned_memory(n: int) -> bytearray:
-            fake.pinned.append(n)
-            return bytearray(n)
-
-        runtime = types.SimpleNamespace(getDeviceCount=lambda: n_devices,
-                                        memGetInfo=lambda: (free, 4 * free))
-        self.cuda = types.SimpleNamespace(runtime=runtime, Device=Device,
-                                          get_current_stream=Stream,
-                                          alloc_pinned_memory=alloc_pinned_memory)
-        self._pool = Pool()
-
-    def get_default_memory_pool(self):
-        return self._pool
-
-    def asarray(self, a):
-        return FakeDeviceArray(a)
-
-    def ascontiguousarray(self, a):
-        return FakeDeviceArray(a._a, contiguous=True)
 
 
 @pytest.fixture(autouse=True)
 def clean_env(monkeypatch):
     for name in ("STREAMPIPE_GPU", "STREAMPIPE_NO_GPU", "STREAMPIPE_CUDA_AWARE",
-                 "STREAMPIPE_PINNED_LIMIT", "CUDA_VISIBLE_DEVICES"):
+                 "STREAMPIPE_PINNED_LIMIT", "CUDA_VISIBLE_DEVICES", "STREAMPIPE_CUPY_STANDIN"):
         monkeypatch.delenv(name, raising=False)
+    standin.configure()
 
 
-def fake_node(monkeypatch, n_devices: int = 1, **kw) -> FakeCupy:
-    cp = FakeCupy(n_devices, **kw)
-    monkeypatch.setattr(gpu, "_cupy", lambda: cp)
-    return cp
+def fake_node(monkeypatch, n_devices: int = 1, memory: int = 10**9):
+    """A node with ``n_devices`` stand-in GPUs of ``memory`` bytes each; ``cp.used`` records
+    every ``Device(i).use()``."""
+    standin.configure(devices=n_devices, memory=memory)
+    monkeypatch.setattr(gpu, "_cupy", lambda: standin)
+    used: list[int] = []
+    real_use = standin.cuda.Device.use
+
+    def use(self):
+        real_use(self)
+        used.append(self.id)
+
+    monkeypatch.setattr(standin.cuda.Device, "use", use)
+    monkeypatch.setattr(standin, "used", used, raising=False)
+    return standin
 
 
 def no_gpu(monkeypatch) -> None:
@@ -253,6 +194,10 @@ def codec(cp, **kw):
     return gpu.WireCodec(cp, **kw)
 
 
+def stat(name: str) -> int:
+    return standin.stats()[name]
+
+
 def test_to_wire_brings_nested_device_arrays_home_once_synced(monkeypatch):
     cp = fake_node(monkeypatch)
     big = np.arange(BIG, dtype=np.float64) / 7
@@ -260,8 +205,12 @@ def test_to_wire_brings_nested_device_arrays_home_once_synced(monkeypatch):
     host = np.ones(3)
     item = {"a": cp.asarray(big), "b": (cp.asarray(small), 3, "txt"),
             "c": [Point(cp.asarray(big[:BIG // 2]), host), {"d": None}], "e": host}
-    out = codec(cp).to_wire(item)
-    assert cp.syncs == 1  # once per item, before the first copy
+    c = codec(cp)
+    c.start()  # the stage's work on the item began (the runtime, or from_wire, says so)
+    standin.reset_stats()
+    out = c.to_wire(item)
+    assert stat("stream_syncs") == 2  # once per item (end event, then the stream)
+    assert stat("d2h_copies") == 3 and stat("implicit_syncs") == 0
     assert type(out["a"]) is np.ndarray and np.array_equal(out["a"], big)
     b = out["b"]
     assert type(b) is tuple and b[1:] == (3, "txt")
@@ -270,14 +219,15 @@ def test_to_wire_brings_nested_device_arrays_home_once_synced(monkeypatch):
     assert type(p) is Point and np.array_equal(p.x, big[:BIG // 2]) and p.y is host
     assert out["c"][1] is item["c"][1] and out["e"] is host  # untouched parts are not copied
     # the two big arrays went through pinned buffers (4 kB..power of two), the small one did not
-    assert sorted(cp.pinned) == [1 << 19, 1 << 20]
+    assert stat("pinned_allocations") == 2 and stat("pinned_bytes") == (1 << 19) + (1 << 20)
 
 
 def test_item_without_device_arrays_is_returned_as_is(monkeypatch):
     cp = fake_node(monkeypatch)
     item = {"n": 3, "v": [1, 2, (np.zeros(4), "s")]}
+    standin.reset_stats()
     assert codec(cp).to_wire(item) is item
-    assert cp.syncs == 0
+    assert stat("syncs") == 0  # nothing was started, nothing to wait for
 
 
 def test_pinned_buffers_are_reused_only_after_the_item_is_gone(monkeypatch):
@@ -286,17 +236,17 @@ def test_pinned_buffers_are_reused_only_after_the_item_is_gone(monkeypatch):
     first = np.full(BIG, 1.5)
     kept = c.to_wire(cp.asarray(first))  # still "in flight": its buffer must not be reused
     second = c.to_wire(cp.asarray(np.full(BIG, 2.5)))
-    assert len(cp.pinned) == 2
+    assert c.pool.allocations == 2
     assert np.array_equal(kept, first)  # not overwritten by the second item
     del second  # the transport finished with it
     third = c.to_wire(cp.asarray(np.arange(BIG, dtype=np.float64)))
-    assert len(cp.pinned) == 2  # reused the freed buffer
+    assert c.pool.allocations == 2  # reused the freed buffer
     assert np.array_equal(third, np.arange(BIG)) and np.array_equal(kept, first)
     # a view that outlives the array it came from still pins the buffer
     view = third[10:20]
     del third
     fourth = c.to_wire(cp.asarray(np.zeros(BIG)))
-    assert len(cp.pinned) == 3 and np.array_equal(view, np.arange(10, 20))
+    assert c.pool.allocations == 3 and np.array_equal(view, np.arange(10, 20))
     assert not np.shares_memory(fourth, view)
 
 
@@ -304,8 +254,9 @@ def test_pinned_limit_falls_back_to_pageable_copies(monkeypatch):
     cp = fake_node(monkeypatch)
     c = codec(cp, pinned_limit=BIG * 8)  # room for nothing: buffers are powers of two >= 1 MiB
     a = np.linspace(0, 1, BIG)
+    standin.reset_stats()
     out = c.to_wire([cp.asarray(a)])
-    assert cp.pinned == [] and np.array_equal(out[0], a)
+    assert stat("pinned_allocations") == 0 and np.array_equal(out[0], a)
 
 
 def test_pinned_limit_from_env(monkeypatch):
@@ -318,9 +269,11 @@ def test_pinned_limit_from_env(monkeypatch):
 
 def test_non_contiguous_device_array_arrives_contiguous(monkeypatch):
     cp = fake_node(monkeypatch)
-    a = np.arange(BIG, dtype=np.float64).reshape(1000, 100)[:, ::2]
-    out = codec(cp).to_wire(FakeDeviceArray(a, contiguous=False))
-    assert out.flags.c_contiguous and np.array_equal(out, a)
+    a = np.arange(BIG, dtype=np.float64).reshape(1000, 100)
+    dev = cp.asarray(a)[:, ::2]
+    assert not dev.flags.c_contiguous
+    out = codec(cp).to_wire(dev)
+    assert out.flags.c_contiguous and np.array_equal(out, a[:, ::2])
 
 
 def test_from_wire_moves_numeric_arrays_to_the_device(monkeypatch):
@@ -329,7 +282,7 @@ def test_from_wire_moves_numeric_arrays_to_the_device(monkeypatch):
     words = np.array(["a", "bc"])
     item = {"x": nums, "w": words, "p": Point(np.array([True, False]), 4.0), "k": [1, "s"]}
     out = codec(cp).from_wire(item)
-    assert isinstance(out["x"], FakeDeviceArray) and np.array_equal(out["x"].get(), nums)
+    assert isinstance(out["x"], cp.ndarray) and np.array_equal(out["x"].get(), nums)
     assert out["x"].dtype == np.uint16
     assert out["w"] is words  # CuPy cannot hold strings: left on the host
     assert type(out["p"]) is Point and np.array_equal(out["p"].x.get(), [True, False])
@@ -353,26 +306,93 @@ def test_wire_hooks_need_cupy():
         gpu.wire_hooks(Context(xp=np))
 
 
+def ranked_context(cp):
+    rt = types.SimpleNamespace(m=types.SimpleNamespace(extra={}))
+    return Context(xp=cp, device="gpu", _runtime=rt), rt.m.extra
+
+
 def test_wire_hooks_keep_peak_gpu_memory_in_the_rank_metrics(monkeypatch):
     cp = fake_node(monkeypatch)
-    cp.pool_sizes = [512, 4096, 1024, 2048]  # pool size seen at successive samples
-    rt = types.SimpleNamespace(m=types.SimpleNamespace(extra={}))
-    to_wire, from_wire = gpu.wire_hooks(Context(xp=cp, _runtime=rt))
-    extra = rt.m.extra
+    ctx, extra = ranked_context(cp)
+    to_wire, from_wire = gpu.wire_hooks(ctx)  # the codec still unpacks as the old pair
     assert extra["gpu_cuda_aware_mpi"] == 0
+    item = from_wire(np.zeros(BIG))  # 800 kB on the device
+    peak = extra["gpu_peak_bytes"]
+    assert peak >= 8 * BIG
+    del item
+    cp.get_default_memory_pool().free_all_blocks()
     from_wire(1)
-    assert extra["gpu_peak_bytes"] == 512
     to_wire(np.full(BIG, 1.0))  # a host array from a GPU stage passes through
-    from_wire(2)
-    to_wire(3)
-    assert extra["gpu_peak_bytes"] == 4096  # the high-water, not the last sample
-    assert gpu.record_gpu_memory(extra, cp) == 4096
+    assert cp.get_default_memory_pool().total_bytes() < peak
+    assert extra["gpu_peak_bytes"] == peak  # the high-water, not the last sample
+    assert gpu.record_gpu_memory(extra, cp) == peak
     assert extra["gpu_pinned_bytes"] == 0
+
+
+def busy_work(cp, x, n=30):
+    for _ in range(n):
+        x = cp.sqrt(x * x + 1.0)
+    return x
+
+
+def test_kernel_time_is_measured_with_events_between_start_and_sync(monkeypatch):
+    import time
+
+    cp = fake_node(monkeypatch)
+    ctx, extra = ranked_context(cp)
+    codec_ = gpu.wire_hooks(ctx)
+    t0 = time.perf_counter()
+    x = codec_.from_wire(np.ones(BIG))  # starts the timing (a runtime may call start() itself)
+    y = busy_work(cp, x)
+    out = codec_.to_wire(y)  # syncs first: the kernel time is folded in
+    wall = time.perf_counter() - t0
+    assert extra["gpu_items_timed"] == 1
+    assert 0 < extra["gpu_kernel_s"] <= wall
+    assert np.allclose(out, np.sqrt(np.ones(BIG) * 31))
+    # the explicit parts: start() before the work, sync() after it (busy), to_wire (transfer)
+    codec_.start()
+    y = busy_work(cp, cp.asarray(np.ones(BIG)))
+    waited = codec_.sync()
+    assert waited >= 0 and extra["gpu_items_timed"] == 2
+    standin.reset_stats()
+    codec_.to_wire(y)
+    assert stat("stream_syncs") == 0  # already synchronised: to_wire only copies
+    # an item leaving without having started (a source) is synchronised but not timed
+    codec_.to_wire(cp.zeros(3))
+    assert extra["gpu_items_timed"] == 2
+
+
+def test_work_on_a_stage_stream_must_be_synchronised_by_the_stage(monkeypatch):
+    """to_wire synchronises the current stream only (docs/gpu.md): an array made on a
+    non-blocking stream of the stage's own, emitted outside it, is a race, which the stand-in
+    refuses where a GPU would copy whatever is in memory."""
+    cp = fake_node(monkeypatch)
+    c = codec(cp)
+    side = cp.cuda.Stream(non_blocking=True)
+    c.start()
+    with side:
+        y = busy_work(cp, cp.asarray(np.ones(BIG)), 3)
+    with pytest.raises(standin.RaceError, match="non-blocking stream"):
+        c.to_wire(y)
+    side.synchronize()
+    assert np.array_equal(c.to_wire(y), np.sqrt(np.ones(BIG) * 4))
+
+
+def test_gpus_are_dealt_over_gpu_ranks_only():
+    # a node holding world ranks 4..9 of which 5 and 7 run GPU stages, on 2 GPUs: counting
+    # every rank of the node gave both node index 1 and 3, i.e. GPU 1 twice and GPU 0 idle
+    peers, gpu_ranks = [4, 5, 6, 7, 8, 9], {5, 7, 12}
+    assert [gpu.select_gpu(peers.index(r), 2) for r in (5, 7)] == [1, 1]
+    assert [gpu.select_gpu(gpu.gpu_local_rank(peers, r, gpu_ranks), 2) for r in (5, 7)] == [0, 1]
+    assert gpu.gpu_local_rank(peers, 6, gpu_ranks) == 2  # a CPU rank: its node index, unused
 
 
 def test_to_host():
     a = np.ones(3)
     assert gpu.to_host(a) is a and gpu.to_host(5) == 5
+    d = standin.asarray(a)
+    assert gpu.is_device_array(d) and not gpu.is_device_array(a)
+    assert type(gpu.to_host(d)) is np.ndarray and np.array_equal(gpu.to_host(d), a)
 
 
 # ----------------------------------------------------------------------------- memory budget
@@ -404,12 +424,18 @@ def test_bad_budget_arguments_name_the_field(bpr, budget, message):
 
 
 def test_budget_from_free_device_memory(monkeypatch):
-    cp = FakeCupy(free=10_000, pool_free=2_000)
-    # half of (free device memory + the pool's unused cache) = 6000 bytes -> 60 rows of 100
-    assert gpu.batch_rows_for_budget(100, None, cp) == 60
-    assert gpu.batch_rows_for_budget(100, None, cp, fraction=1.0) == 120
+    cp = fake_node(monkeypatch, memory=12_288)
+    x = cp.zeros(2048 // 8)  # 2 kB held by the pool ...
+    y = cp.zeros(4096 // 8)
+    del y  # ... and 4 kB freed into its cache: free device memory is 12288 - 6144 = 6144
+    assert cp.cuda.runtime.memGetInfo() == (6144, 12288)
+    assert cp.get_default_memory_pool().free_bytes() == 4096
+    # half of (free device memory + the pool's unused cache) = 5120 bytes -> 51 rows of 100
+    assert gpu.batch_rows_for_budget(100, None, cp) == 51
+    assert gpu.batch_rows_for_budget(100, None, cp, fraction=1.0) == 102
     with pytest.raises(ValueError, match="fraction: must be in"):
         gpu.batch_rows_for_budget(100, None, cp, fraction=0)
+    del x
 
 
 def test_budget_from_host_memory(monkeypatch):
