@@ -38,6 +38,9 @@ N_CONTEXTS = COEF + 4 * _KIND_SET
 
 _MVD_PREFIX = 8  # unary bins of |d| - 1 before the Exp-Golomb (order 3) escape
 _LEVEL_PREFIX = 13  # unary bins of |level| - 2 before the Exp-Golomb (order 0) escape
+MAX_LEVEL = 1 << 15  # |level| and |vector difference| a stream may carry (valid ones are
+MAX_MVD = 1 << 14  # far below: |DC difference| <= 4080, vectors within the picture's reach)
+_MAX_OVERRUN = 64  # zero bytes read past a payload's end before it counts as corrupt
 
 
 def mb_directions(ftype: str, mode: int) -> tuple[int, ...]:
@@ -207,6 +210,8 @@ def _decode_mvd(dec: Decoder, ctx0: int, comp: int) -> int:
         a += 1
     if a == _MVD_PREFIX:
         a += dec.exp_golomb(3)
+        if a >= MAX_MVD:
+            raise BitstreamError(f"{dec.where}: vector difference {a + 1} out of range")
     return -(a + 1) if dec.bypass(1) else a + 1
 
 
@@ -225,6 +230,8 @@ def _decode_block(dec: Decoder, out: np.ndarray, kind: int) -> None:
                 e += 1
             if e == _LEVEL_PREFIX:
                 e += dec.exp_golomb(0)
+                if e >= MAX_LEVEL:
+                    raise BitstreamError(f"{dec.where}: level {e + 2} out of range")
             a = e + 2
             n_gt1 += 1
         else:
@@ -283,7 +290,7 @@ def decode_macroblocks(dec: Decoder, ftype: str, rows: int, cols: int, order: np
         for k in range(6):
             if cbp >> k & 1:
                 _decode_block(dec, levels[order[m, k]], kinds[k])
-        if dec.overrun() > 4:
+        if dec.overrun() > _MAX_OVERRUN:
             raise BitstreamError(f"{where}: macroblock {m}: data ends early")
     return modes, mvds, skip
 

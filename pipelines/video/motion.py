@@ -33,7 +33,9 @@ from functools import lru_cache
 from typing import Any
 
 import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
 
+from .kernels import candidates, check_range, sad_volume
 from .yuv import MB, YUV, host
 
 __all__ = [
@@ -56,7 +58,6 @@ __all__ = [
 FORWARD, BACKWARD, BIDIR, INTRA = 0, 1, 2, 3
 LIMIT = 32  # pixels a predicted luma block may reach beyond the coded picture
 _CPAD = LIMIT // 2  # the same reach in chroma pixels
-INVALID = np.iinfo(np.int32).max  # SAD of a candidate whose block leaves the reference
 _TIE = 1024  # key = sad * _TIE + |dy| + |dx|; ranges stay below 512 so lengths never overflow
 MAX_RANGE = 255  # whole pixels a search may reach from the zero vector
 
@@ -80,10 +81,15 @@ class Reference:
         up[1::2, 0::2] = (a + c + 1) >> 1
         up[1::2, 1::2] = (a + b + c + d + 2) >> 2
         self.up = up
+        # every 16x16 block of the half-pel grid (a view): blocks[2y + a, 2x + b] is the block
+        # whose top-left sample is at (y + a/2, x + b/2)
+        self.blocks = sliding_window_view(up, (2 * MB - 1, 2 * MB - 1))[:, :, ::2, ::2]
         self.y = yp  # whole-pel luma, edge-extended by LIMIT
         # chroma: one more row and column for the interpolation's second tap
         self.u, self.v = (np.pad(host(p), ((_CPAD, _CPAD + 1), (_CPAD, _CPAD + 1)), mode="edge")
                           for p in (pic.u, pic.v))
+        self.chroma_windows = [sliding_window_view(p, (MB // 2 + 1, MB // 2 + 1))
+                               for p in (self.u, self.v)]
         self._levels: dict[tuple[int, int], np.ndarray] = {}
 
     def level(self, f: int, pad: int) -> np.ndarray:
@@ -123,37 +129,25 @@ def check_vectors(mvs: np.ndarray, h: int, w: int) -> None:
                          f"(half-pel) reaches beyond the {LIMIT}-pixel margin")
 
 
-@lru_cache(maxsize=32)
-def _grid(size: int, stride: int, step: int) -> np.ndarray:
-    r = np.arange(size) * step
-    return (r[:, None] * stride + r[None, :]).ravel()
-
-
 def _luma_blocks(ref: Reference, mvs: np.ndarray, mbs: np.ndarray | None = None) -> np.ndarray:
     """``(n, 256)`` uint8 luma predictions of macroblocks ``mbs`` (default: all, in raster
     order) for their half-pel vectors ``mvs``."""
     ys, xs = _origins(len(mvs) if mbs is None else mbs, ref.w // MB)
-    stride = ref.up.shape[1]
-    base = (2 * (ys + LIMIT) + mvs[:, 0]) * stride + 2 * (xs + LIMIT) + mvs[:, 1]
-    return ref.up.ravel()[base[:, None] + _grid(MB, stride, 2)]
+    blocks = ref.blocks[2 * (ys + LIMIT) + mvs[:, 0], 2 * (xs + LIMIT) + mvs[:, 1]]
+    return blocks.reshape(len(ys), MB * MB)
 
 
-def _chroma_blocks(plane: np.ndarray, mvs: np.ndarray, cols: int,
+def _chroma_blocks(windows: np.ndarray, mvs: np.ndarray, cols: int,
                    mbs: np.ndarray | None = None) -> np.ndarray:
     """``(n, 64)`` uint8 chroma predictions (8x8 per macroblock ``mbs``) at quarter-pel
-    vectors."""
+    vectors; ``windows`` are the plane's 9x9 windows (:attr:`Reference.chroma_windows`)."""
     c = MB // 2
     ys, xs = _origins(len(mvs) if mbs is None else mbs, cols, c)
-    iy, ix = mvs[:, 0] >> 2, mvs[:, 1] >> 2
-    fy, fx = (mvs[:, 0] & 3)[:, None], (mvs[:, 1] & 3)[:, None]
-    stride = plane.shape[1]
-    base = (ys + _CPAD + iy) * stride + xs + _CPAD + ix
-    idx = base[:, None] + _grid(c, stride, 1)
-    flat = plane.ravel()
-    a, b = flat[idx].astype(np.int32), flat[idx + 1].astype(np.int32)
-    cc, d = flat[idx + stride].astype(np.int32), flat[idx + stride + 1].astype(np.int32)
+    fy, fx = (mvs[:, 0] & 3)[:, None, None], (mvs[:, 1] & 3)[:, None, None]
+    win = windows[ys + _CPAD + (mvs[:, 0] >> 2), xs + _CPAD + (mvs[:, 1] >> 2)].astype(np.int32)
+    a, b, cc, d = win[:, :c, :c], win[:, :c, 1:], win[:, 1:, :c], win[:, 1:, 1:]
     out = ((4 - fy) * (4 - fx) * a + (4 - fy) * fx * b + fy * (4 - fx) * cc + fy * fx * d + 8) >> 4
-    return out.astype(np.uint8)
+    return out.astype(np.uint8).reshape(len(ys), c * c)
 
 
 def _assemble(blocks: np.ndarray, h: int, w: int) -> np.ndarray:
@@ -208,8 +202,10 @@ def compensate(refs: Sequence[Reference], mvs: np.ndarray, modes: np.ndarray) ->
         check_vectors(np.where(use[:, None], mvs[:, d], 0), h, w)  # zero is always inside
     c = (MB // 2) ** 2
     y = _predict_blocks(refs, mvs, modes, _luma_blocks, MB * MB)
-    u = _predict_blocks(refs, mvs, modes, lambda r, vec, m: _chroma_blocks(r.u, vec, cols, m), c)
-    v = _predict_blocks(refs, mvs, modes, lambda r, vec, m: _chroma_blocks(r.v, vec, cols, m), c)
+    u, v = (_predict_blocks(refs, mvs, modes,
+                            lambda r, vec, m, i=i: _chroma_blocks(r.chroma_windows[i], vec,
+                                                                  cols, m), c)
+            for i in (0, 1))
     return YUV(_assemble(y, h, w), _assemble(u, h // 2, w // 2), _assemble(v, h // 2, w // 2))
 
 
@@ -219,50 +215,11 @@ def intra_prediction(shape: tuple[int, int]) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------- whole-pel SAD
-def _check_range(rng: int) -> int:
-    if isinstance(rng, bool) or not isinstance(rng, (int, np.integer)) or not 0 <= rng < 512:
-        raise ValueError(f"range: must be an integer in 0..511, got {rng!r}")
-    return int(rng)
-
-
-def candidates(rng: int) -> np.ndarray:
-    """All ``(dy, dx)`` with ``|dy|, |dx| <= rng`` in raster order, ``(n, 2)`` int32."""
-    d = np.arange(-rng, rng + 1, dtype=np.int32)
-    return np.stack(np.meshgrid(d, d, indexing="ij"), -1).reshape(-1, 2)
-
-
-def sad_volume(cur: Any, ref: Any, rng: int, xp: Any = np) -> np.ndarray:
-    """SAD of every macroblock against every whole-pel candidate vector:
-    ``(n_mb, (2·rng+1)²)`` int32 (NumPy).  Candidates whose block would leave ``ref`` get
-    :data:`INVALID`.  On CuPy the volume is a CUDA kernel (one thread per macroblock and
-    candidate), integer-exact."""
-    rng = _check_range(rng)
-    if xp is not np:
-        from .kernels import sad_volume_gpu
-
-        return sad_volume_gpu(cur, ref, rng)
-    cur, ref = host(cur), host(ref)
-    h, w = cur.shape
-    c = cur.astype(np.int32)
-    padded = np.pad(ref.astype(np.int32), rng)
-    cand = candidates(rng)
-    out = np.empty((h // MB * (w // MB), len(cand)), np.int32)
-    mb_y = np.arange(h // MB) * MB
-    mb_x = np.arange(w // MB) * MB
-    for k, (dy, dx) in enumerate(cand):
-        diff = np.abs(c - padded[rng + dy : rng + dy + h, rng + dx : rng + dx + w])
-        sad = diff.reshape(h // MB, MB, w // MB, MB).sum(axis=(1, 3))
-        ok_y = (mb_y + dy >= 0) & (mb_y + dy <= h - MB)
-        ok_x = (mb_x + dx >= 0) & (mb_x + dx <= w - MB)
-        out[:, k] = np.where(ok_y[:, None] & ok_x[None, :], sad, INVALID).ravel()
-    return out
-
-
 def full_search(cur: Any, ref: Any, rng: int, xp: Any = np) -> tuple[np.ndarray, np.ndarray]:
     """Best whole-pel vector of every macroblock by exhaustive search of blocks inside ``ref``:
     ``(mvs (n_mb, 2), sads (n_mb,))``; ties go to the shorter vector, then raster order."""
     vol = sad_volume(cur, ref, rng, xp).astype(np.int64)
-    cand = candidates(_check_range(rng))
+    cand = candidates(check_range(rng))
     length = np.abs(cand).sum(axis=1)
     best = np.argmin(vol * _TIE + length, axis=1)  # argmin keeps the first of equal keys
     return cand[best], vol[np.arange(len(vol)), best].astype(np.int32)
@@ -309,20 +266,20 @@ class _Level:
         n = len(self.cur)
         ys, xs = _origins(n, w // self.bs, self.bs)
         self.stride = self.ref.shape[1]
-        self.base = (ys + self.pad) * self.stride + xs + self.pad
+        self.ys, self.xs = ys + self.pad, xs + self.pad
+        self.windows = sliding_window_view(self.ref, (self.bs, self.bs))
         r = rng // f
         reach = LIMIT // f
         self.lo = np.stack([np.maximum(-r, -reach - ys), np.maximum(-r, -reach - xs)], 1)
         self.hi = np.stack([np.minimum(r, h - self.bs + reach - ys),
                             np.minimum(r, w - self.bs + reach - xs)], 1)
-        self.grid = _grid(self.bs, self.stride, 1)
 
     def clip(self, v: np.ndarray) -> np.ndarray:
         return np.clip(v, self.lo, self.hi)
 
     def sad(self, v: np.ndarray) -> np.ndarray:
-        idx = (self.base + v[:, 0] * self.stride + v[:, 1])[:, None] + self.grid
-        return np.abs(self.cur - self.ref.ravel()[idx]).sum(axis=1, dtype=np.int32)
+        blocks = self.windows[self.ys + v[:, 0], self.xs + v[:, 1]].reshape(len(v), -1)
+        return np.abs(self.cur - blocks).sum(axis=1, dtype=np.int32)
 
     def exhaustive(self) -> np.ndarray:
         """Best vector per block over the whole (clipped) range: shifted whole-plane SADs."""
@@ -356,17 +313,29 @@ _SMALL = np.array([(-1, 0), (0, -1), (0, 1), (1, 0)], np.int32)
 _SQUARE = np.array([(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1) if dy or dx], np.int32)
 
 
-def _refine(level: _Level, v: np.ndarray, cost: Any, steps: np.ndarray,
-            best: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Try ``v + step`` for every step; keep the cheapest per block (ties: the earlier)."""
-    if best is None:
-        best = cost(v)
-    for s in steps:
-        c = level.clip(v + s)
+def _pick(v: np.ndarray, best: np.ndarray, cands: list[np.ndarray],
+          cost: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Per block the cheapest of its vector ``v`` (cost ``best``) and the candidates (ties: the
+    earlier, ``v`` first)."""
+    for c in cands:
         j = cost(c)
         better = j < best
         v = np.where(better[:, None], c, v)
         best = np.where(better, j, best)
+    return v, best
+
+
+def _refine(clip: Any, v: np.ndarray, cost: Any, steps: np.ndarray,
+            best: np.ndarray | None = None, rounds: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """Square/diamond search: per block the cheapest of ``v`` and ``v + step`` for all steps
+    around the same centre, repeated ``rounds`` times (or until no block moves)."""
+    if best is None:
+        best = cost(v)
+    for _ in range(rounds):
+        moved, best = _pick(v, best, [clip(v + s) for s in steps], cost)
+        if np.array_equal(moved, v):
+            break
+        v = moved
     return v, best
 
 
@@ -394,7 +363,7 @@ def search(cur: np.ndarray, ref: Reference, rng: int, lam: float, method: str = 
             if i == 0:
                 v = lv.exhaustive()
             else:
-                v, _ = _refine(lv, lv.clip(2 * v), lv.sad, _SQUARE)
+                v, _ = _refine(lv.clip, lv.clip(2 * v), lv.sad, _SQUARE)
             v = v * f if f == levels[-1] else v
         v = full.clip(v)
     else:
@@ -406,7 +375,7 @@ def search(cur: np.ndarray, ref: Reference, rng: int, lam: float, method: str = 
         return full.sad(c) + lam * mv_bits(2 * c - pred)
 
     # whole-pel refinement, then the neighbours' vectors and zero as candidates
-    v, best = _refine(full, v, cost_whole, _SQUARE)
+    v, best = _refine(full.clip, v, cost_whole, _SQUARE, rounds=3)
     pred = median_field(2 * v, rows, cols)
     best = cost_whole(v)
     field = v.reshape(rows, cols, 2)
@@ -414,13 +383,9 @@ def search(cur: np.ndarray, ref: Reference, rng: int, lam: float, method: str = 
                   np.concatenate([field[:, 1:], field[:, -1:]], 1),
                   np.concatenate([field[:1], field[:-1]], 0),
                   np.concatenate([field[1:], field[-1:]], 0)]
-    for cand in [np.zeros_like(v)] + [n.reshape(-1, 2) for n in neighbours]:
-        c = full.clip(cand)
-        j = cost_whole(c)
-        better = j < best
-        v = np.where(better[:, None], c, v)
-        best = np.where(better, j, best)
-    v, best = _refine(full, v, cost_whole, _SMALL, best)
+    v, best = _pick(v, best, [full.clip(c) for c in [np.zeros_like(v)]
+                              + [n.reshape(-1, 2) for n in neighbours]], cost_whole)
+    v, best = _refine(full.clip, v, cost_whole, _SMALL, best, rounds=3)
 
     # half-pel refinement around the whole-pel vector
     half = 2 * v
@@ -432,11 +397,5 @@ def search(cur: np.ndarray, ref: Reference, rng: int, lam: float, method: str = 
         return sad + lam * mv_bits(c - pred)
 
     lo, hi = 2 * full.lo, 2 * full.hi + 1
-    best = cost_half(half)
-    for s in _SQUARE:
-        c = np.clip(half + s, lo, hi)
-        j = cost_half(c)
-        better = j < best
-        half = np.where(better[:, None], c, half)
-        best = np.where(better, j, best)
+    half, best = _refine(lambda c: np.clip(c, lo, hi), half, cost_half, _SQUARE)
     return half.astype(np.int32), best

@@ -33,8 +33,9 @@ from .motion import (
 from .syntax import B_TYPES, P_TYPES, mb_blocks
 from .transform import (
     INTER_LUMA,
+    block_coefficients,
     block_kinds,
-    forward_picture,
+    picture_to_blocks,
     quantize_coefficients,
     tables,
 )
@@ -48,6 +49,9 @@ LAMBDA_MODE = 0.2
 LAMBDA_MOTION = 0.45
 # rounding offset of the quantiser per block kind (intra luma, intra chroma, inter luma/chroma)
 ROUNDING = np.array([0.5, 0.5, 0.33, 0.33])
+# a candidate mode gets the full rate-distortion cost only where its SAD cost is within this
+# factor of the best candidate's (the others cannot win in practice; it saves most DCTs)
+PRUNE = 1.5
 
 
 def lambdas(scale: int) -> tuple[float, float]:
@@ -122,21 +126,31 @@ def _cbp_bits(r: np.ndarray, order: np.ndarray) -> np.ndarray:
 
 
 def _candidate_cost(cur: YUV, pred: YUV, scale: int, intra: bool, lam: float,
-                    forced_zero: bool, xp: Any) -> np.ndarray:
-    """Per macroblock ``D + lam * R`` of coding ``cur`` from ``pred`` (coefficients and coded
-    block pattern; the macroblock header is the caller's)."""
+                    forced_zero: bool, mbs: np.ndarray, xp: Any) -> np.ndarray:
+    """``D + lam * R`` of coding macroblocks ``mbs`` of ``cur`` from ``pred`` (coefficients
+    and coded block pattern; the macroblock header is the caller's); inf for the others."""
     h, w = cur.y.shape
     order = mb_blocks(w, h)
+    cost = np.full(len(order), np.inf)
+    if not len(mbs):
+        return cost
     residual = YUV(*(xp.asarray(c, dtype=xp.int16) - xp.asarray(p, dtype=xp.int16)
                      for c, p in zip(cur, pred, strict=True)))
-    coef = forward_picture(residual, xp)
-    n_mb = order.shape[0]
-    kinds = block_kinds(w, h, np.full(n_mb, intra))
+    blocks = order[mbs]  # (n, 6) block indices of the chosen macroblocks
+    coef = block_coefficients(picture_to_blocks(residual, xp)[xp.asarray(blocks.ravel())], xp)
+    kinds = block_kinds(w, h, np.full(len(order), intra))[blocks.ravel()]
     _, d, r = quantize_frame(coef, scale, kinds, np.full(len(coef), forced_zero))
-    cost = _mb_sum(d, order) + lam * _mb_sum(r, order)
+    local = np.arange(blocks.size).reshape(blocks.shape)
+    cost[mbs] = _mb_sum(d, local) + lam * _mb_sum(r, local)
     if not forced_zero:
-        cost = cost + lam * _cbp_bits(r, order)
+        cost[mbs] += lam * _cbp_bits(r, local)
     return cost
+
+
+def _luma_sad(cur: np.ndarray, pred: np.ndarray) -> np.ndarray:
+    h, w = cur.shape
+    diff = np.abs(cur.astype(np.int16) - pred.astype(np.int16))
+    return diff.reshape(h // MB, MB, w // MB, MB).sum(axis=(1, 3), dtype=np.int64).ravel()
 
 
 def _type_bits(types: tuple[int, ...], mode: int) -> int:
@@ -173,7 +187,8 @@ def estimate(
                               search_method, xp)
     types = P_TYPES if len(refs) == 1 else B_TYPES
     preds = [median_field(mvs[:, d], rows, cols) for d in range(len(refs))]
-    costs, options = [], []
+    # the candidates: (mode, vectors if not the searched ones, prediction, header bits, skip)
+    cands = []
     for mode in types:
         header = np.full(n_mb, _type_bits(types, mode), np.int64)
         if mode == INTRA:
@@ -182,15 +197,20 @@ def estimate(
             pred = compensate(refs, mvs, np.full(n_mb, mode, np.int8))
             for d in ((0,) if mode == FORWARD else (1,) if mode == BACKWARD else (0, 1)):
                 header = header + mv_bits(mvs[:, d] - preds[d])
-        costs.append(_candidate_cost(cur, pred, scale, mode == INTRA, lam, False, xp)
-                     + lam * header)
-        options.append((mode, None))
+        cands.append((mode, None, pred, header, False))
     if len(refs) == 1:
         skip_mvs = mvs.copy()
         skip_mvs[:, 0] = _valid(preds[0], h, w)
         pred = compensate(refs, skip_mvs, np.full(n_mb, FORWARD, np.int8))
-        costs.append(_candidate_cost(cur, pred, scale, False, lam, True, xp) + lam * 1.0)
-        options.append((FORWARD, skip_mvs))
+        cands.append((FORWARD, skip_mvs, pred, np.ones(n_mb, np.int64), True))
+    # Rate-distortion costs only where a candidate's SAD cost is near the best one's.
+    rough = np.stack([(_intra_sad(cur.y) if mode == INTRA else _luma_sad(cur.y, pred.y))
+                      + lam_motion * header for mode, _, pred, header, _ in cands])
+    near = rough <= PRUNE * rough.min(axis=0) + lam_motion * 4
+    costs = [_candidate_cost(cur, pred, scale, mode == INTRA, lam, forced, np.flatnonzero(ok),
+                             xp) + lam * header
+             for (mode, _, pred, header, forced), ok in zip(cands, near, strict=True)]
+    options = [(mode, vec) for mode, vec, *_ in cands]
     choice = np.argmin(np.stack(costs), axis=0)
     modes = np.array([options[c][0] for c in range(len(options))], np.int8)[choice]
     skip = np.zeros(n_mb, bool)
@@ -204,6 +224,15 @@ def estimate(
     mvs[~uses_f, 0] = 0  # unused vectors are not coded; keep them zero
     mvs[~uses_b, 1] = 0
     return mvs, modes, skip, compensate(refs, mvs, modes)
+
+
+def _intra_sad(y: np.ndarray) -> np.ndarray:
+    """Per macroblock the SAD of its luma from its four 8x8 block means: what an intra
+    macroblock leaves to its AC coefficients."""
+    h, w = y.shape
+    b = y.reshape(h // 8, 8, w // 8, 8).astype(np.int32)
+    dev = np.abs(b - b.mean(axis=(1, 3), keepdims=True)).sum(axis=(1, 3))
+    return dev.reshape(h // MB, 2, w // MB, 2).sum(axis=(1, 3)).ravel()
 
 
 def _valid(v: np.ndarray, h: int, w: int) -> np.ndarray:

@@ -245,8 +245,6 @@ def unpack_frame(data: bytes, width: int, height: int, where: str = "frame") -> 
     levels = np.zeros((n_y + 2 * n_c, B * B), np.int32)
     dec = Decoder(data, N_CONTEXTS, (r.pos + 7) // 8, where)
     modes, mvds, _ = decode_macroblocks(dec, ftype, rows, cols, order, mb_kinds, levels, where)
-    if dec.overrun() > 4:
-        raise BitstreamError(f"{where}: truncated")
     mvs = np.zeros((n_mb, 2, 2), np.int32)
     if ftype != "I":
         field = MVField(rows, cols)

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from .kernels import B, dct_blocks, dct_matrix
 from .yuv import YUV, host
 
 __all__ = [
@@ -31,13 +32,13 @@ __all__ = [
     "block_kinds",
     "ZIGZAG",
     "quantize_coefficients",
+    "picture_to_blocks",
+    "block_coefficients",
     "forward_picture",
     "quantize_picture",
     "picture_blocks",
     "reconstruct_picture",
 ]
-
-B = 8  # transform block size
 
 # The JPEG (ITU-T T.81 Annex K) luminance quantisation table, the base of the quality scaling.
 _JPEG_LUMA = np.array(
@@ -82,17 +83,6 @@ ZIGZAG = _zigzag()  # ZIGZAG[k] = raster index of the k-th coefficient in scan o
 _UNZIGZAG = np.argsort(ZIGZAG)
 
 
-@lru_cache(maxsize=1)
-def dct_matrix() -> np.ndarray:
-    """The orthonormal 8-point DCT-II matrix ``C`` (``C @ C.T == I``); a block's DCT is C·X·Cᵀ."""
-    k = np.arange(B)[:, None]
-    n = np.arange(B)[None, :]
-    c = np.sqrt(2.0 / B) * np.cos(np.pi * (2 * n + 1) * k / (2 * B))
-    c[0] /= np.sqrt(2.0)
-    c.setflags(write=False)
-    return c
-
-
 def to_blocks(frame: Any) -> Any:
     """``(h, w)`` -> ``(h/8 * w/8, 8, 8)`` blocks in raster order."""
     h, w = frame.shape
@@ -102,18 +92,6 @@ def to_blocks(frame: Any) -> Any:
 def from_blocks(blocks: Any, h: int, w: int) -> Any:
     """Inverse of :func:`to_blocks`."""
     return blocks.reshape(h // B, w // B, B, B).transpose(0, 2, 1, 3).reshape(h, w)
-
-
-def dct_blocks(blocks: Any, inverse: bool = False, xp: Any = np) -> Any:
-    """Forward (C·X·Cᵀ) or inverse (Cᵀ·Y·C) DCT of float64 ``(n, 8, 8)`` blocks on ``xp``."""
-    if xp is not np:
-        from .kernels import dct8x8_gpu
-
-        return dct8x8_gpu(blocks, inverse)
-    c = dct_matrix()
-    if inverse:
-        return c.T @ blocks @ c
-    return c @ blocks @ c.T
 
 
 def jpeg_scale(quality: int) -> int:
@@ -186,17 +164,31 @@ def block_kinds(width: int, height: int, intra_mb: np.ndarray) -> np.ndarray:
 def quantize_coefficients(coef: Any, steps: Any, bias: Any, xp: Any = np) -> Any:
     """Levels ``sign(c) * floor(|c| / step + bias)`` (``bias`` 0.5 is rounding; smaller values
     widen the dead zone around zero), int32 on ``xp``."""
-    mag = xp.floor(xp.abs(coef) / steps + bias)
-    return (xp.sign(coef) * mag).astype(xp.int32)
+    mag = xp.abs(coef)
+    mag /= steps
+    mag += bias
+    xp.floor(mag, out=mag)
+    xp.copysign(mag, coef, out=mag)
+    return mag.astype(xp.int32)
+
+
+def picture_to_blocks(pic: YUV, xp: Any = np) -> Any:
+    """The 8x8 blocks of a 4:2:0 picture (whole macroblocks) on ``xp``: the Y plane's, then
+    U's, then V's, each plane in raster order, ``(n_blocks, 8, 8)``."""
+    return xp.concatenate([to_blocks(xp.asarray(p)) for p in pic])
+
+
+def block_coefficients(blocks: Any, xp: Any = np) -> np.ndarray:
+    """DCT coefficients of ``(n, 8, 8)`` blocks on ``xp``: ``(n, 64)`` float64 in zig-zag order,
+    returned on the host."""
+    coef = dct_blocks(blocks.astype(xp.float64), xp=xp).reshape(-1, B * B)
+    return host(coef[:, xp.asarray(ZIGZAG)])
 
 
 def forward_picture(residual: YUV, xp: Any = np) -> np.ndarray:
-    """DCT coefficients of a residual 4:2:0 picture (whole macroblocks): the Y plane's blocks,
-    then U's, then V's, each plane in raster order; ``(n_blocks, 64)`` float64 in zig-zag order,
-    returned on the host.  The DCT runs on ``xp``."""
-    blocks = [to_blocks(xp.asarray(p, dtype=xp.float64)) for p in residual]
-    coef = dct_blocks(xp.concatenate(blocks), xp=xp).reshape(-1, B * B)[:, xp.asarray(ZIGZAG)]
-    return host(coef)
+    """DCT coefficients of a residual 4:2:0 picture (whole macroblocks), blocks in the order of
+    :func:`picture_to_blocks`: ``(n_blocks, 64)`` float64 in zig-zag order, on the host."""
+    return block_coefficients(picture_to_blocks(residual, xp), xp)
 
 
 def quantize_picture(residual: YUV, scale: int, kinds: np.ndarray, bias: np.ndarray,
@@ -226,12 +218,16 @@ def reconstruct_picture(levels: np.ndarray, prediction: YUV, scale: int,
     if len(levels) != n_y + 2 * n_c:
         raise ValueError(f"levels: a {w}x{h} picture has {n_y + 2 * n_c} blocks, "
                          f"got {len(levels)}")
-    steps = tables(scale)[kinds]
-    coeffs = (np.asarray(levels) * steps)[:, _UNZIGZAG].reshape(-1, B, B)
+    levels = np.asarray(levels)
+    coded = np.flatnonzero(levels.any(axis=1))  # blocks without levels keep the prediction
+    coeffs = (levels[coded] * tables(scale)[kinds[coded]])[:, _UNZIGZAG].reshape(-1, B, B)
     residual = dct_blocks(coeffs, inverse=True)
     out = []
-    for p, (lo, hi) in zip(pred, ((0, n_y), (n_y, n_y + n_c), (n_y + n_c, n_y + 2 * n_c)),
-                           strict=True):
-        r = from_blocks(residual[lo:hi], *p.shape)
-        out.append(np.clip(np.rint(p + r), 0, 255).astype(np.uint8))
+    for p, lo, hi in zip(pred, (0, n_y, n_y + n_c), (n_y, n_y + n_c, n_y + 2 * n_c),
+                         strict=True):
+        blocks = to_blocks(p).astype(np.uint8, copy=True)
+        mine = (coded >= lo) & (coded < hi)
+        idx = coded[mine] - lo
+        blocks[idx] = np.clip(np.rint(blocks[idx] + residual[mine]), 0, 255)
+        out.append(from_blocks(blocks, *p.shape))
     return YUV(*out)

@@ -11,13 +11,14 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from .kernels import MB  # pictures are coded padded to whole macroblocks
+
 __all__ = [
     "YUV", "PLANES", "MB", "rgb_to_ycbcr", "subsample_420", "neutral_chroma", "chroma_size",
     "coded_size", "pad_picture", "crop_picture", "host",
 ]
 
 PLANES = ("y", "u", "v")
-MB = 16  # macroblock side: pictures are coded padded to whole macroblocks
 
 # BT.601 full-range (JPEG/JFIF) matrix: rows give Y', Cb - 128, Cr - 128 from R, G, B.
 _RGB_TO_YCBCR = np.array(
