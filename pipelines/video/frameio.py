@@ -30,6 +30,7 @@ __all__ = [
     "MB",
     "MAX_SIDE",
     "Y4MHeader",
+    "Clip",
     "Y4MReader",
     "Y4MWriter",
     "ArrayClip",
@@ -162,6 +163,28 @@ def _read_line(f: BinaryIO, where: str, what: str) -> bytes:
     return line[:-1]
 
 
+class Clip:
+    """What the encoder reads frames from: ``header`` (a :class:`Y4MHeader`: size and tags),
+    ``n_frames``, ``frame(d)`` (picture ``d``, display order, read on demand) and ``close()``."""
+
+    header: Y4MHeader
+    n_frames: int
+
+    @property
+    def width(self) -> int:
+        return self.header.width
+
+    @property
+    def height(self) -> int:
+        return self.header.height
+
+    def frame(self, d: int) -> YUV:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release the file behind the clip (if any)."""
+
+
 def y4m_header(path: str | os.PathLike) -> tuple[Y4MHeader, int]:
     """``(header, n_frames)`` of a .y4m file, checked without reading any picture.
 
@@ -172,7 +195,7 @@ def y4m_header(path: str | os.PathLike) -> tuple[Y4MHeader, int]:
         return r.header, r.n_frames
 
 
-class Y4MReader:
+class Y4MReader(Clip):
     """A .y4m file opened for random access to its frames (one picture in memory at a time).
 
     ``frame(d)`` seeks to frame ``d`` and reads it.  The frame offsets follow from the header
@@ -230,15 +253,6 @@ class Y4MReader:
             pos = data + self.header.frame_bytes
         self.n_frames = len(offsets)
         return np.array(offsets, np.int64)
-
-    # clip attributes
-    @property
-    def width(self) -> int:
-        return self.header.width
-
-    @property
-    def height(self) -> int:
-        return self.header.height
 
     def frame(self, d: int) -> YUV:
         """Picture ``d`` (display order) as a :class:`YUV` of uint8 planes."""
@@ -350,7 +364,7 @@ def _check_plane(a: Any, where: str) -> np.ndarray:
     return np.ascontiguousarray(a)
 
 
-class ArrayClip:
+class ArrayClip(Clip):
     """A clip over arrays: a :class:`YUV` clip, or a luma-only ``(n, h, w)`` array (in memory,
     memory-mapped or an HDF5 dataset; each ``frame(d)`` reads one frame) with neutral chroma.
 
@@ -378,14 +392,6 @@ class ArrayClip:
         fps, color_range = check_tags(fps, color_range, where)
         self.header = Y4MHeader(w, h, fps, (1, 1), chroma, color_range)
         self._closer = closer
-
-    @property
-    def width(self) -> int:
-        return self.header.width
-
-    @property
-    def height(self) -> int:
-        return self.header.height
 
     def frame(self, d: int) -> YUV:
         if not 0 <= d < self.n_frames:

@@ -32,12 +32,12 @@ class Costs:
     """Seconds per frame of each type in motion estimation and in the transform stage, and the
     feedback latency (transform end -> the reconstruction usable by ME).
 
-    The defaults are the shares measured on the 352x288 pan of the benchmarks (one core):
-    ME of a B frame searches two references, an I frame needs none.
+    The defaults are CPU times measured on the 352x288 pan of the benchmarks (quality 50, one
+    process, medians): ME of a B frame searches two references, an I frame needs none.
     """
 
-    me: tuple[float, float, float] = (0.002, 0.030, 0.065)  # I, P, B
-    transform: tuple[float, float, float] = (0.012, 0.012, 0.012)
+    me: tuple[float, float, float] = (0.0001, 0.070, 0.093)  # I, P, B
+    transform: tuple[float, float, float] = (0.027, 0.0185, 0.016)
     latency: float = 0.001
 
     def of(self, costs: tuple[float, float, float], ftype: str) -> float:

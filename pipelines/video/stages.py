@@ -201,8 +201,8 @@ def frame_items(clip: Any, cfg: SourceConfig) -> Iterator[dict]:
     lookahead = cfg.lookahead
     structure = (clip.n_frames, cfg.gop, cfg.bframes, lookahead)
     h = clip.header
-    header = StreamHeader(clip.width, clip.height, clip.n_frames, h.fps, h.aspect, h.chroma,
-                          h.color_range, anchors_held(lookahead))
+    header = StreamHeader(clip.width, clip.height, h.fps, h.aspect, h.chroma, h.color_range,
+                          n_frames=clip.n_frames, anchors=anchors_held(lookahead))
     for s in encode_order(*structure):
         yield {
             "seq": s.seq,

@@ -78,18 +78,12 @@ class CodedFrame:
 
 
 @dataclass(frozen=True)
-class StreamHeader:
-    """The stream's header: display size, frame count, the ``.y4m`` tags carried from the input
-    (frame rate, pixel aspect, chroma siting, colour range) and how many anchors a decoder
-    must hold (:func:`.gop.anchors_held`)."""
+class StreamHeader(Y4MHeader):
+    """The stream's header: the input's display size and ``.y4m`` tags (frame rate, pixel
+    aspect, chroma siting, colour range: a :class:`.frameio.Y4MHeader`), the frame count and
+    how many anchors a decoder must hold (:func:`.gop.anchors_held`)."""
 
-    width: int
-    height: int
-    n_frames: int
-    fps: tuple[int, int] = (25, 1)
-    aspect: tuple[int, int] = (1, 1)
-    chroma: str = "420jpeg"
-    color_range: str | None = None
+    n_frames: int = 0
     anchors: int = 2
 
     @property
@@ -98,6 +92,7 @@ class StreamHeader:
         return coded_size(self.width, self.height)
 
     def y4m(self) -> Y4MHeader:
+        """The tags of the decoded ``.y4m``."""
         return Y4MHeader(self.width, self.height, self.fps, self.aspect, self.chroma,
                          self.color_range)
 
@@ -293,8 +288,8 @@ def _parse_header(data: bytes) -> StreamHeader:
         raise BitstreamError(f"stream header: frame size {width}x{height} outside 1..{MAX_SIDE}")
     if not fn or not fd or chroma >= len(C420) or rng >= len(_RANGES) or not 2 <= anchors <= 16:
         raise BitstreamError("stream header: bad frame rate, chroma, range or anchors field")
-    return StreamHeader(width, height, n, (fn, fd), (an, ad), C420[chroma], _RANGES[rng],
-                        anchors)
+    return StreamHeader(width, height, (fn, fd), (an, ad), C420[chroma], _RANGES[rng],
+                        n_frames=n, anchors=anchors)
 
 
 def read_stream(f: BinaryIO, where: str = "stream") -> tuple[StreamHeader, Iterator[bytes]]:

@@ -14,7 +14,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from .frameio import FrameError, Y4MHeader, check_frames, check_size
+from .frameio import Clip, FrameError, Y4MHeader, check_frames, check_size
 from .yuv import YUV, rgb_to_ycbcr, subsample_420
 
 __all__ = ["sample_ycbcr", "sample_luma", "PanClip", "pan_frames"]
@@ -40,7 +40,7 @@ def sample_luma() -> np.ndarray:
     return out
 
 
-class PanClip:
+class PanClip(Clip):
     """The pan as a clip whose ``frame(t)`` computes window ``t`` on demand (no frame kept).
 
     Attributes as :class:`.frameio.ArrayClip`; the colour range is ``"FULL"`` (JFIF Y'CbCr).
@@ -79,14 +79,6 @@ class PanClip:
             if y < 0 or x < 0 or y + height > img.shape[0] or x + width > img.shape[1]:
                 raise FrameError(f"synthetic: frame {t} window at (y={y}, x={x}) leaves the photo")
 
-    @property
-    def width(self) -> int:
-        return self.header.width
-
-    @property
-    def height(self) -> int:
-        return self.header.height
-
     def frame(self, t: int) -> YUV:
         if not 0 <= t < self.n_frames:
             raise IndexError(f"synthetic: frame {t} of {self.n_frames}")
@@ -100,9 +92,6 @@ class PanClip:
                                (0, 0)), mode="edge")
         return YUV(sample_luma()[y : y + h, x : x + w],
                    subsample_420(win[..., 1]), subsample_420(win[..., 2]))
-
-    def close(self) -> None:
-        pass
 
 
 def pan_frames(

@@ -287,7 +287,7 @@ def test_sink_writes_in_order_as_payloads_arrive(tmp_path):
     sink = StreamWriter()
     out = tmp_path / "s.spv"
     sink.setup(SerialContext(FeedbackHub(), params={"out": str(out)}, stage="sink"))
-    header = StreamHeader(32, 16, 4)
+    header = StreamHeader(32, 16, n_frames=4)
     item = {"type": "P", "bits": 24, "psnr": {}, "scale": 50, "header": header}
     sizes = []
     for seq in (1, 0, 3, 2):
