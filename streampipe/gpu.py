@@ -364,8 +364,10 @@ class WireCodec:
       stream).  ``from_wire`` calls it, so a runtime that does not still times the work.
     * ``sync()``: wait until that work is done (stream synchronise: the kernel time a
       GPU-bound stage spends, *busy*) and add the event-measured time since ``start()`` to
-      ``gpu_kernel_s``; returns the seconds the host waited.  ``to_wire`` calls it first when the
-      runtime has not.
+      ``gpu_kernel_s``; returns the seconds the host waited.  A runtime calls it inside the
+      item's busy time, before it stamps the item's end.  ``to_wire`` calls it first when the
+      runtime has not; that wait is also added to ``gpu_sync_lazy_s``, which the simulator adds
+      to the item's service time (the runtime's events missed it).
     * ``to_wire(item)``: every ``xp.ndarray`` in the item (nested dicts/lists/tuples included)
       becomes a NumPy array, through a reused pinned buffer when large (device-to-host staging:
       *transfer*).
@@ -394,6 +396,7 @@ class WireCodec:
         self.extra["gpu_cuda_aware_mpi"] = int(self.cuda_aware)
         self.extra.setdefault("gpu_kernel_s", 0.0)
         self.extra.setdefault("gpu_sync_s", 0.0)
+        self.extra.setdefault("gpu_sync_lazy_s", 0.0)
         self.extra.setdefault("gpu_items_timed", 0)
 
     def __iter__(self) -> Any:
@@ -405,8 +408,9 @@ class WireCodec:
         self._started = True
         self._synced = False
 
-    def sync(self) -> float:
-        """Wait for the item's device work; fold its event time into ``gpu_kernel_s``."""
+    def sync(self, lazy: bool = False) -> float:
+        """Wait for the item's device work; fold its event time into ``gpu_kernel_s``
+        (``lazy``: called by ``to_wire``, outside the runtime's timing of the item)."""
         t0 = time.perf_counter()
         stream = self.xp.cuda.get_current_stream()
         if self._started:
@@ -420,13 +424,15 @@ class WireCodec:
             ex["gpu_items_timed"] += 1
             self._started = False
         ex["gpu_sync_s"] += waited
+        if lazy:
+            ex["gpu_sync_lazy_s"] += waited
         self._synced = True
         return waited
 
     def to_wire(self, value: Any) -> Any:
         """``value`` with device arrays replaced by host (NumPy) copies."""
         if not self._synced:
-            self.sync()
+            self.sync(lazy=True)
         out = _map_arrays(value, self.xp.ndarray, self._download)
         self._record()
         return out
@@ -440,7 +446,7 @@ class WireCodec:
 
     def _download(self, dev: Any) -> numpy.ndarray:
         if not self._synced:
-            self.sync()  # kernels on the producing stream must be done before anyone reads
+            self.sync(lazy=True)  # kernels on the producing stream must be done before reads
         if not dev.flags.c_contiguous:
             dev = self.xp.ascontiguousarray(dev)
         nbytes = int(dev.nbytes)

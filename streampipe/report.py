@@ -101,8 +101,27 @@ def summarize(plan: Any, ranks: list[dict | None]) -> dict[str, dict[str, Any]]:
                 agg["L"] += e["area"] / window
                 agg["peak"] = max(agg["peak"], e["peak"])
         row["edges"] = edges
+        gpu = _gpu_row(members, roots, items)
+        if gpu is not None:
+            row["gpu"] = gpu
         out[st["name"]] = row
     return out
+
+
+def _gpu_row(members: list[dict], roots: list[dict], items: int) -> dict[str, Any] | None:
+    """A GPU stage's device figures from its ranks' ``gpu_*`` stats (docs/gpu.md), else None:
+    peak device memory of its busiest rank, CUDA-event kernel time, and that time's share of
+    the stage's busy time."""
+    if not any("gpu_peak_bytes" in d or "gpu_kernel_s" in d for d in members):
+        return None
+    kernel = float(sum(d.get("gpu_kernel_s", 0.0) for d in roots))
+    timed = int(sum(d.get("gpu_items_timed", 0) for d in roots))
+    busy = float(sum(d["time"]["busy"] for d in roots))
+    return {"peak_bytes": int(max(d.get("gpu_peak_bytes", 0) for d in members)),
+            "kernel_s": kernel, "items_timed": timed,
+            "kernel_per_item": kernel / timed if timed else 0.0,
+            "kernel_of_busy": kernel / busy if busy > 0 else 0.0,
+            "sync_s": float(sum(d.get("gpu_sync_s", 0.0) for d in roots))}
 
 
 # ----------------------------------------------------------------------------- pipeline view
@@ -460,9 +479,21 @@ def _conclusions(doc: dict) -> list[str]:
                      f"{1e3 * e2e['W']:.1f} ms, |L-λW|/L {e2e['little_residual']:.3f}; "
                      f"throughput saturates at ~{e2e['saturation_in_flight']:.1f} in flight")
     lines += [f"advice: {a['text']}" for a in doc["advice"]]
+    lines += _gpu_lines(doc["stages"])
     if doc.get("per_host") and len(doc["per_host"]["hosts"]) > 1:
         lines += _host_lines(doc["per_host"])
     return lines
+
+
+def _gpu_lines(stages: list[dict[str, Any]]) -> list[str]:
+    out = []
+    for st in stages:
+        g = st.get("gpu")
+        if g:
+            out.append(f"gpu: stage {st['name']!r}: peak {g['peak_bytes'] / 2**20:.1f} MiB device "
+                       f"memory, kernels {1e3 * g['kernel_per_item']:.3f} ms/item "
+                       f"({100 * g['kernel_of_busy']:.0f}% of its busy time)")
+    return out
 
 
 def short_text(plan: Any, summary: dict[str, dict[str, Any]],

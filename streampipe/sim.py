@@ -209,8 +209,11 @@ def times_from_run(run: str | Mapping[str, Any], kind: str = "trace") -> dict[st
         if d is None or d.get("group_rank", 0) != 0:
             continue
         ev = np.asarray(d["events"], dtype=float).reshape(-1, 5)
-        # time the rank spent moving data (pickling, copies, rendezvous) also occupies it
-        xfer = d.get("time", {}).get("transfer", 0.0) / max(len(ev), 1)
+        # time the rank spent moving data (pickling, copies, rendezvous) also occupies it, and
+        # so does a GPU stage's wait for its kernels when it fell outside the item's events
+        # (gpu_sync_lazy_s, docs/gpu.md)
+        xfer = (d.get("time", {}).get("transfer", 0.0)
+                + d.get("gpu_sync_lazy_s", 0.0)) / max(len(ev), 1)
         ev = ev.copy()
         ev[:, 3] += xfer
         out.setdefault(d["stage"], []).append(ev)

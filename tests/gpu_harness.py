@@ -42,9 +42,14 @@ def on_standin() -> bool:
 
 
 def device_module() -> ModuleType:
-    """Real CuPy on a GPU, else the strict stand-in (installed as ``cupy`` in this process)."""
+    """Real CuPy on a GPU, else the strict stand-in.
+
+    The stand-in is not installed as ``cupy`` here (test modules call this at collection, and
+    a module that does ``pytest.importorskip("cupy")`` must still see what is really there);
+    :func:`device_session` installs it for the test that runs.
+    """
     real = _real_cupy()
-    return real if real is not None else cupy_standin.install()
+    return real if real is not None else cupy_standin
 
 
 @contextmanager
@@ -76,9 +81,11 @@ def device_session(devices: int = 1) -> Iterator[ModuleType]:
     cupy_standin.configure(devices=devices)
     with standin_env():
         gpu._probe.cache_clear()
+        cupy_standin.install()
         try:
             yield cp
         finally:
+            cupy_standin.uninstall()
             gpu._probe.cache_clear()
 
 

@@ -1,6 +1,9 @@
 """Sort a stream of column chunks by a key column, spilling to disk when memory is bounded.
 
-Items are dicts of equal-length columns.  Rows are buffered until more than
+Items are dicts of equal-length columns; a 2-D column may be narrower in one item than in
+another (reads of a chunk are padded to the chunk's longest): such columns are zero-padded to
+the widest when rows meet, so each needs a length column of its own (``read_len``; a CIGAR ends
+at its first zero).  Rows are buffered until more than
 ``max_rows_in_memory`` are held; then the buffer is sorted and *spilled* as a run (one ``.npy``
 per column).  ``finish`` merges the runs k ways, block by block, so at most about
 ``max_rows_in_memory`` rows are in memory while merging too.
@@ -18,7 +21,7 @@ import numpy as np
 
 from streampipe.stage import Context, Stage
 
-__all__ = ["CoordinateSorter", "sort_order"]
+__all__ = ["CoordinateSorter", "sort_order", "concat_columns"]
 
 _UNMAPPED_LAST = np.iinfo(np.int64).max
 
@@ -29,23 +32,35 @@ def sort_order(key: np.ndarray, tie: np.ndarray) -> np.ndarray:
     return np.lexsort((tie, k))
 
 
+def concat_columns(parts: list[np.ndarray]) -> np.ndarray:
+    """Concatenate row blocks of one column, zero-padding 2-D blocks to the widest."""
+    if parts and parts[0].ndim == 2:
+        w = max(p.shape[1] for p in parts)
+        parts = [p if p.shape[1] == w else np.pad(p, ((0, 0), (0, w - p.shape[1])))
+                 for p in parts]
+    return np.concatenate(parts)
+
+
 class _Run:
     """One spilled sorted run, read back block by block through a memory map."""
 
-    def __init__(self, directory: Path, names: list[str]) -> None:
+    def __init__(self, directory: Path, names: list[str], ctx: Context) -> None:
         self.cols = {n: np.load(directory / f"{n}.npy", mmap_mode="r") for n in names}
         self.rows = len(next(iter(self.cols.values())))
         self.pos = 0
+        self.ctx = ctx
 
     def take(self, n: int) -> dict[str, np.ndarray]:
         stop = min(self.pos + n, self.rows)
-        block = {c: np.array(a[self.pos:stop]) for c, a in self.cols.items()}
+        views = {c: a[self.pos:stop] for c, a in self.cols.items()}
+        with self.ctx.io(sum(v.nbytes for v in views.values())):
+            block = {c: np.array(v) for c, v in views.items()}  # the copy is the read
         self.pos = stop
         return block
 
 
 class CoordinateSorter(Stage):
-    """Sort rows by ``key`` (default ``mapped_pos``; negative = unmapped, sorted last), ties by
+    """Sort rows by ``key`` (default ``coord``; negative = unmapped, sorted last), ties by
     ``tie`` (default ``read_id``).  Yields sorted chunks of ``chunk_rows`` rows in ``finish``.
 
     Params: ``max_rows_in_memory`` (default 1_000_000), ``chunk_rows`` (default 65536),
@@ -58,7 +73,7 @@ class CoordinateSorter(Stage):
         self.ctx = ctx
         p = ctx.params
         where = f"stages.{ctx.stage}.params"
-        self.key = p.get("key", "mapped_pos")
+        self.key = p.get("key", "coord")
         self.tie = p.get("tie", "read_id")
         self.max_rows = int(p.get("max_rows_in_memory", 1_000_000))
         self.chunk_rows = int(p.get("chunk_rows", 65536))
@@ -90,7 +105,7 @@ class CoordinateSorter(Stage):
         return None
 
     def _sorted_buffer(self) -> dict[str, np.ndarray]:
-        cols = {n: np.concatenate([b[n] for b in self.buffer]) for n in self.names or []}
+        cols = {n: concat_columns([b[n] for b in self.buffer]) for n in self.names or []}
         self.buffer, self.buffered = [], 0
         if not cols:
             return {}
@@ -133,7 +148,7 @@ class CoordinateSorter(Stage):
         A row at or before the smallest last key of the non-exhausted blocks cannot be preceded
         by a row still on disk, so it is safe to emit; the memory bound is ~max_rows_in_memory.
         """
-        runs = [_Run(r, self.names or []) for r in self.runs]
+        runs = [_Run(r, self.names or [], self.ctx) for r in self.runs]
         block = max(1, self.max_rows // len(runs))
         held: list[dict[str, np.ndarray]] = [r.take(block) for r in runs]
         pending: dict[str, np.ndarray] | None = None
@@ -146,11 +161,11 @@ class CoordinateSorter(Stage):
                     len(h[self.key]), bool)
                 out.append({c: a[mask] for c, a in h.items()})
                 keep.append({c: a[~mask] for c, a in h.items()})
-            merged = {c: np.concatenate([o[c] for o in out]) for c in self.names or []}
+            merged = {c: concat_columns([o[c] for o in out]) for c in self.names or []}
             order = sort_order(merged[self.key], merged[self.tie])
             merged = {c: a[order] for c, a in merged.items()}
             if pending is not None:
-                merged = {c: np.concatenate([pending[c], merged[c]]) for c in merged}
+                merged = {c: concat_columns([pending[c], merged[c]]) for c in merged}
             full = len(merged[self.key]) // self.chunk_rows * self.chunk_rows
             if full:
                 yield from self._chunks({c: a[:full] for c, a in merged.items()})

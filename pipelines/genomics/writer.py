@@ -1,5 +1,4 @@
-"""The mapped-reads sink: :class:`~streampipe.io.HDF5Sink` that also counts what it wrote, so
-the job's result reports the mapping rate."""
+"""Sinks' shared counts, and the HDF5 sink for mapped reads (the non-SAM option)."""
 
 from __future__ import annotations
 
@@ -9,7 +8,9 @@ import numpy as np
 
 from streampipe.io import HDF5Sink
 
-__all__ = ["MappedWriter", "MappingResult", "format_mapping"]
+__all__ = ["MappedWriter", "MappingResult", "MappingCounts", "format_mapping", "MAPPER_COLUMNS"]
+
+MAPPER_COLUMNS = ("flag", "tid", "pos", "coord", "mapq", "cigar")
 
 
 class MappingResult(dict):
@@ -30,33 +31,70 @@ def format_mapping(r: dict[str, Any]) -> str:
     return "\n".join([
         f"reads written: {rows:,}",
         f"mapped:        {r['mapped']:,} ({pct(r['mapped'])})",
-        f"  ambiguous:   {r['ambiguous']:,} ({pct(r['ambiguous'])}; tied best positions, "
-        "placed at the lowest)",
+        f"  ambiguous:   {r['ambiguous']:,} ({pct(r['ambiguous'])}; MAPQ 0: equally good "
+        "loci, placed at the lowest)",
         f"unmapped:      {r['unmapped']:,} ({pct(r['unmapped'])})",
         f"files:         {', '.join(r['files'])}",
     ])
 
 
+class MappingCounts:
+    """Counts mapped, ambiguous (MAPQ 0) and unmapped reads of the mapper's chunks."""
+
+    def __init__(self, stage: str) -> None:
+        self.stage, self.rows, self.mapped, self.ambiguous = stage, 0, 0, 0
+
+    def add(self, item: Any) -> None:
+        if not isinstance(item, dict) or any(c not in item for c in MAPPER_COLUMNS):
+            have = sorted(item) if isinstance(item, dict) else type(item).__name__
+            raise ValueError(f"stage {self.stage!r}: expected the mapper's columns "
+                             f"{list(MAPPER_COLUMNS)}, got {have}")
+        mapped = (np.asarray(item["flag"]) & 4) == 0
+        self.rows += len(mapped)
+        self.mapped += int(np.count_nonzero(mapped))
+        self.ambiguous += int(np.count_nonzero(mapped & (np.asarray(item["mapq"]) == 0)))
+
+    def result(self, files: list[str]) -> MappingResult:
+        return MappingResult(files=files, rows=self.rows, mapped=self.mapped,
+                             ambiguous=self.ambiguous, unmapped=self.rows - self.mapped,
+                             mapping_rate=self.mapped / self.rows if self.rows else 0.0)
+
+
 class MappedWriter(HDF5Sink):
-    """HDF5Sink for the mapper's output dicts (same params); the result adds mapped, ambiguous
-    and unmapped counts and the mapping rate."""
+    """HDF5Sink for the mapper's output chunks (same params, plus ``widths``).
+
+    HDF5 datasets have one row shape, while 2-D columns (``reads``, ``qual``, ``cigar``) are as
+    wide as each chunk needs: they are zero-padded to ``widths[name]`` (default: the first
+    chunk's width; ``cigar`` 16), and a chunk wider than that is an error naming the column.
+    Name columns (bytes) are stored ``S{widths.get(name, 64)}`` wide, refusing longer names.
+    The result adds mapped, ambiguous (MAPQ 0) and unmapped counts.
+    """
 
     def setup(self, ctx: Any) -> None:
         super().setup(ctx)
-        self.mapped = 0
-        self.ambiguous = 0
+        self.counts = MappingCounts(ctx.stage)
+        self.widths = {"cigar": 16, **ctx.params.get("widths", {})}
+
+    def _fit(self, name: str, arr: np.ndarray) -> np.ndarray:
+        where = f"stages.{self.ctx.stage}.params.widths.{name}"
+        if arr.dtype.kind == "S":
+            w = int(self.widths.get(name, 64))
+            if arr.dtype.itemsize > w and len(arr) and int(np.char.str_len(arr).max()) > w:
+                raise ValueError(f"{where}: a value is {int(np.char.str_len(arr).max())} bytes, "
+                                 f"more than {w}")
+            return arr.astype(f"S{w}")
+        if arr.ndim != 2:
+            return arr
+        w = int(self.widths.setdefault(name, arr.shape[1]))
+        if arr.shape[1] > w:
+            if not np.any(arr[:, w:]):  # only padding beyond the width
+                return arr[:, :w]
+            raise ValueError(f"{where}: a chunk needs {arr.shape[1]} columns, more than {w}")
+        return np.pad(arr, ((0, 0), (0, w - arr.shape[1]))) if arr.shape[1] < w else arr
 
     def consume(self, item: Any) -> None:
-        if not isinstance(item, dict) or "mapped_pos" not in item or "n_best" not in item:
-            raise ValueError(f"stage {self.ctx.stage!r}: expected the mapper's columns "
-                             f"(mapped_pos, n_best), got {type(item).__name__} "
-                             f"{sorted(item) if isinstance(item, dict) else ''}")
-        super().consume(item)
-        self.mapped += int(np.count_nonzero(np.asarray(item["mapped_pos"]) >= 0))
-        self.ambiguous += int(np.count_nonzero(np.asarray(item["n_best"]) >= 2))
+        self.counts.add(item)
+        super().consume({k: self._fit(k, np.asarray(v)) for k, v in item.items()})
 
     def result(self) -> MappingResult:
-        r = super().result()
-        return MappingResult(
-            r, mapped=self.mapped, ambiguous=self.ambiguous, unmapped=self.rows - self.mapped,
-            mapping_rate=self.mapped / self.rows if self.rows else 0.0)
+        return self.counts.result(super().result()["files"])

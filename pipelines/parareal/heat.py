@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from streampipe import gpu
+
 __all__ = ["HeatProblem", "coarse", "fine", "fine_serial", "parareal_serial"]
 
 
@@ -88,10 +90,15 @@ class HeatProblem:
         return u
 
 
-def coarse(p: HeatProblem, u: np.ndarray) -> np.ndarray:
-    """G: ``coarse_steps`` implicit Euler steps over one slice (tridiagonal solves)."""
+def coarse(p: HeatProblem, u: Any, xp: Any = np) -> Any:
+    """G: ``coarse_steps`` implicit Euler steps over one slice (tridiagonal solves).
+
+    The solves are sequential and small, so they run on the host whatever ``xp`` is; ``u`` may
+    be on the host or the device, the result is an ``xp`` array.
+    """
     from scipy.linalg import solve_banded
 
+    u = gpu.to_host(u)
     dt = p.dt_slice / p.coarse_steps
     r = p.nu * dt / p.h**2
     ab = np.empty((3, p.nx))
@@ -100,16 +107,16 @@ def coarse(p: HeatProblem, u: np.ndarray) -> np.ndarray:
     bc[0], bc[-1] = r * p.left, r * p.right
     for _ in range(p.coarse_steps):
         u = solve_banded((1, 1), ab, u + bc)
-    return u
+    return u if xp is np else xp.asarray(u)
 
 
-def fine(p: HeatProblem, u: np.ndarray) -> np.ndarray:
+def fine(p: HeatProblem, u: Any, xp: Any = np) -> Any:
     """F: ``fine_steps`` explicit Euler steps over one slice (serial path of the same kernel
     that :func:`~pipelines.parareal.distributed.fine_solve_distributed` runs per block)."""
     from .distributed import fine_solve_distributed
 
     return fine_solve_distributed(None, u, p.dt_fine, p.fine_steps, nu=p.nu, left=p.left,
-                                  right=p.right)
+                                  right=p.right, xp=xp)
 
 
 def fine_serial(p: HeatProblem) -> np.ndarray:
@@ -140,7 +147,8 @@ def parareal_serial(u0: np.ndarray, K: int, p: HeatProblem) -> list[np.ndarray]:
     return iterates
 
 
-def correct(p: HeatProblem, u_new: np.ndarray, f_old: np.ndarray, g_old: np.ndarray) -> np.ndarray:
+def correct(p: HeatProblem, u_new: Any, f_old: Any, g_old: Any, xp: Any = np) -> Any:
     """The parareal update G(U^{k+1}_n) + F(U^k_n) - G(U^k_n), in one fixed order of operations
-    (the pipeline's corrector calls this too, so both give bit-identical iterates)."""
-    return coarse(p, u_new) + f_old - g_old
+    (the pipeline's corrector calls this too, so both give bit-identical iterates); the
+    arrays are ``xp`` arrays (``u_new`` may be on the host)."""
+    return coarse(p, u_new, xp) + f_old - g_old

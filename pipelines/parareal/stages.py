@@ -6,6 +6,10 @@ for n = 0, otherwise the value ``correct`` produced for item (k-1, n-1), which i
 the feedback edge (item seq k*N + n waits for seq (k-1)*N + n-1, i.e. ``ctx.seq - N - 1``).  The
 fine solves of one iteration run concurrently on the replicas of the group stage ``fine`` while
 ``predict`` already waits on the first corrections of the next iteration.
+
+Every stage computes with ``ctx.xp``, so ``predict``, ``fine`` and ``correct`` may run with
+``device = "gpu"``: the fine solve then runs on the device (``fine_solve_distributed``), the
+coarse tridiagonal solves on the host, and arrays cross between them explicitly.
 """
 
 from __future__ import annotations
@@ -62,20 +66,21 @@ class CoarsePredictor(Stage):
     def process(self, item: dict[str, Any]) -> dict[str, Any]:
         p: HeatProblem = item["problem"]
         k, n = item["k"], item["n"]
+        xp = self.ctx.xp
         if k == 0:
             if self.sweep is None:
                 sweep = [p.u0()]
                 for _ in range(p.n_slices - 1):
                     sweep.append(coarse(p, sweep[-1]))
                 self.sweep = np.array(sweep)
-            u = self.sweep[n]
+            u = xp.asarray(self.sweep[n])
         elif n == 0:
-            u = p.u0()
+            u = xp.asarray(p.u0())
         else:
             back = self.ctx.seq - p.n_slices - 1
-            u = self.ctx.feedback(back)
+            u = xp.asarray(self.ctx.feedback(back))  # host or device, as the edge brings it
             self.ctx.release_feedback(back)
-        return {**item, "u": u, "g": coarse(p, u)}
+        return {**item, "u": u, "g": coarse(p, u, xp)}
 
 
 class FineCorrector(Stage):
@@ -89,13 +94,13 @@ class FineCorrector(Stage):
         self.ctx = ctx
 
     def process(self, item: dict[str, Any] | None) -> dict[str, Any] | None:
-        comm = self.ctx.comm
+        comm, xp = self.ctx.comm, self.ctx.xp
         if item is None:  # a non-root group rank: the root broadcasts what to solve
-            fine_solve_distributed(comm, None, None, None)
+            fine_solve_distributed(comm, None, None, None, xp=xp)
             return None
         p: HeatProblem = item["problem"]
         f = fine_solve_distributed(comm, item["u"], p.dt_fine, p.fine_steps, nu=p.nu,
-                                   left=p.left, right=p.right)
+                                   left=p.left, right=p.right, xp=xp)
         return {**item, "f": f}
 
 
@@ -115,7 +120,7 @@ class PararealUpdate(Stage):
         k, n = item["k"], item["n"]
         if n == 0:
             self.u_new = p.u0()
-        u = correct(p, self.u_new, item["f"], item["g"])
+        u = correct(p, self.u_new, item["f"], item["g"], self.ctx.xp)
         self.u_new = u
         if k + 1 < item["K"] and n + 1 < p.n_slices:
             self.ctx.send_feedback(u)

@@ -61,6 +61,15 @@ class Moments:
     def std(self) -> float:
         return math.sqrt(self.m2 / self.n) if self.n else math.nan
 
+    def state(self) -> tuple[int, float, float, float, float]:
+        return (self.n, self.mean, self.m2, self.min, self.max)
+
+    @classmethod
+    def from_state(cls, state: tuple) -> Moments:
+        m = cls()
+        m.n, m.mean, m.m2, m.min, m.max = state
+        return m
+
 
 def _kde(points: np.ndarray, weights: np.ndarray | None, v: float, h: float) -> float:
     """Σ w·φ((v - x)/h) / h, the unnormalised Gaussian kernel sum at ``v``."""
@@ -112,6 +121,19 @@ class ExactLosses:
 
     def info(self) -> dict[str, object]:
         return {}
+
+    def state(self) -> dict[str, object]:
+        """Everything added so far, exactly (for checkpoints)."""
+        parts = np.concatenate(self._parts) if self._parts else np.empty(0)
+        return {"mode": self.mode, "losses": parts}
+
+    @classmethod
+    def from_state(cls, state: dict[str, object]) -> ExactLosses:
+        est = cls()
+        losses = np.asarray(state["losses"], dtype=np.float64)
+        if losses.size:
+            est._parts.append(losses)
+        return est
 
 
 class StreamLosses:
@@ -226,6 +248,25 @@ class StreamLosses:
         for side in ("below", "above"):
             s += _kde(self._overflow(side), None, v, h)
         return s / self.n
+
+    def state(self) -> dict[str, object]:
+        """The histogram, the overflow losses and the moments, exactly (for checkpoints)."""
+        return {"mode": self.mode, "bins": self.bins, "range_sigmas": self.range_sigmas,
+                "lo": self.lo, "width": self.width, "count": self.count.copy(),
+                "su": self.su.copy(), "su2": self.su2.copy(),
+                "below": self._overflow("below").copy(), "above": self._overflow("above").copy(),
+                "moments": self._mom.state()}
+
+    @classmethod
+    def from_state(cls, state: dict[str, object]) -> StreamLosses:
+        est = cls(int(state["bins"]), float(state["range_sigmas"]))
+        est.lo, est.width = float(state["lo"]), float(state["width"])
+        est.count = np.array(state["count"], dtype=np.int64)
+        est.su, est.su2 = np.array(state["su"]), np.array(state["su2"])
+        est._below = [np.array(state["below"])]
+        est._above = [np.array(state["above"])]
+        est._mom = Moments.from_state(tuple(state["moments"]))
+        return est
 
     def info(self) -> dict[str, object]:
         return {

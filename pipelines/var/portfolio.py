@@ -2,7 +2,9 @@
 
 The schema is documented in ``pipelines/var/README.md``.  Every error is a
 :class:`PortfolioError` whose message starts with the file and names the bad field,
-e.g. ``portfolio.toml: positions[3].vol: must be > 0, got -0.2``.
+e.g. ``portfolio.toml: positions[3].vol: must be > 0, got -0.2``.  Large books keep their
+positions in a CSV or HDF5 file named by ``[book]`` (or generated from a seed), see
+:mod:`.book`; their errors name the file, row and field.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ try:
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
+from .book import GENERATE_KEYS, BookError, book_columns, generate_book, read_book
 from .pricing import bs_price
 
 __all__ = ["PortfolioError", "Portfolio", "load_portfolio", "parse_portfolio", "resolve_path"]
@@ -28,6 +31,7 @@ DEFAULT_PORTFOLIO = DATA_DIR / "portfolio.toml"
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 _MODEL_KEYS = {"horizon_days", "confidence", "returns"}
+_TOP_KEYS = {"model", "factors", "correlation", "covariance", "positions", "book"}
 _FACTOR_KEYS = {"name", "spot", "daily_vol"}
 _LINEAR_KEYS = {"kind", "name", "factor", "quantity"}
 _OPTION_KEYS = _LINEAR_KEYS | {"type", "strike", "expiry", "vol", "rate"}
@@ -54,7 +58,10 @@ class Portfolio:
         opt_factor, opt_quantity, opt_strike, opt_expiry, opt_vol, opt_rate, opt_call:
             per-option arrays (``opt_call`` is 1 for a call, 0 for a put).
         opt_base: Black–Scholes value of one unit of each option at today's spots.
-        names: position names in file order (linear first, then options, as in the arrays).
+        names: position names in file order (linear first, then options, as in the arrays);
+            empty for a book file without a ``name`` column.
+        lin_weight: ``sum(quantity * spot)`` of the linear positions on each factor, shape (F,),
+            added in file order: the linear P&L is ``sum_f lin_weight[f] * g_f``.
     """
 
     factors: tuple[str, ...]
@@ -75,6 +82,7 @@ class Portfolio:
     opt_call: np.ndarray
     opt_base: np.ndarray
     names: tuple[str, ...]
+    lin_weight: np.ndarray
 
     @property
     def n_factors(self) -> int:
@@ -107,8 +115,12 @@ def resolve_path(path: str | Path | None) -> Path:
     return p
 
 
-def load_portfolio(path: str | Path | None = None) -> Portfolio:
-    """Read and validate a portfolio TOML file (default: the shipped example)."""
+def load_portfolio(path: str | Path | None = None, positions: bool = True) -> Portfolio:
+    """Read and validate a portfolio TOML file (default: the shipped example).
+
+    ``positions=False`` reads the model and factors only (the scenario generator and the
+    aggregator need no positions, which for a book file saves reading it).
+    """
     p = resolve_path(path)
     try:
         text = p.read_text()
@@ -118,13 +130,17 @@ def load_portfolio(path: str | Path | None = None) -> Portfolio:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise PortfolioError(f"{p}: not valid TOML: {e}") from e
-    return parse_portfolio(doc, source=str(p))
+    return parse_portfolio(doc, source=str(p), base_dir=p.parent, positions=positions)
 
 
-def parse_portfolio(doc: dict[str, Any], source: str = "portfolio") -> Portfolio:
-    """Validate a parsed portfolio document; errors are prefixed with ``source``."""
+def parse_portfolio(doc: dict[str, Any], source: str = "portfolio",
+                    base_dir: str | Path | None = None, positions: bool = True) -> Portfolio:
+    """Validate a parsed portfolio document; errors are prefixed with ``source``.
+
+    ``base_dir`` is where a relative ``[book] file`` is looked up (the TOML's directory).
+    """
     v = _Validator(source)
-    v.unknown(doc, {"model", "factors", "correlation", "covariance", "positions"}, "")
+    v.unknown(doc, _TOP_KEYS, "")
 
     model = v.table(doc, "model", required=False)
     v.unknown(model, _MODEL_KEYS, "model.")
@@ -170,9 +186,87 @@ def parse_portfolio(doc: dict[str, Any], source: str = "portfolio") -> Portfolio
         low = float(np.linalg.eigvalsh(cov).min())
         v.fail(which, f"not positive definite (smallest eigenvalue of the covariance {low:.3g})")
 
+    spots_a = np.array(spots, dtype=np.float64)
+    names_t = tuple(names)
+    if "book" in doc and "positions" in doc:
+        v.fail("book", "give either [book] or [[positions]], not both")
+    if not positions:
+        cols = _no_positions()
+    elif "book" in doc:
+        cols = _book(doc, v, names_t, spots_a, Path(base_dir or "."))
+    else:
+        cols = _toml_positions(doc, v, names)
+    opt_factor = cols["opt_factor"]
+    base = bs_price(np, spots_a[opt_factor], cols["opt_strike"], cols["opt_expiry"],
+                    cols["opt_vol"], cols["opt_rate"], cols["opt_call"])
+    weight = np.zeros(len(names))
+    np.add.at(weight, cols["lin_factor"], cols["lin_quantity"] * spots_a[cols["lin_factor"]])
+    return Portfolio(
+        factors=names_t,
+        spots=spots_a,
+        cov_daily=cov,
+        chol_daily=chol,
+        horizon_days=horizon,
+        confidence=levels,
+        returns=returns,
+        lin_factor=cols["lin_factor"],
+        lin_quantity=cols["lin_quantity"],
+        opt_factor=opt_factor,
+        opt_quantity=cols["opt_quantity"],
+        opt_strike=cols["opt_strike"],
+        opt_expiry=cols["opt_expiry"],
+        opt_vol=cols["opt_vol"],
+        opt_rate=cols["opt_rate"],
+        opt_call=cols["opt_call"],
+        opt_base=np.asarray(base, dtype=np.float64),
+        names=cols["names"],
+        lin_weight=weight,
+    )
+
+
+def _no_positions() -> dict[str, Any]:
+    e = np.empty(0)
+    return {"lin_factor": np.empty(0, np.intp), "lin_quantity": e, "opt_factor":
+            np.empty(0, np.intp), "opt_quantity": e, "opt_strike": e, "opt_expiry": e,
+            "opt_vol": e, "opt_rate": e, "opt_call": np.empty(0, np.int32), "names": ()}
+
+
+def _book(doc: dict[str, Any], v: _Validator, names: tuple[str, ...], spots: np.ndarray,
+          base_dir: Path) -> dict[str, Any]:
+    """Positions from ``[book] file = ...`` or ``[book] generate = {...}``."""
+    book = v.table(doc, "book", required=True)
+    v.exactly_one(book, "book", {"file": 'file = "positions.csv"', "generate": "generate = {...}"})
+    if "file" in book:
+        f = book["file"]
+        if not isinstance(f, str) or not f:
+            v.fail("book.file", f"must be a file name, got {f!r}")
+        path = Path(f) if Path(f).is_absolute() else base_dir / f
+        try:
+            return read_book(path, names)
+        except BookError as e:
+            raise PortfolioError(str(e)) from None
+    g = book["generate"]
+    if not isinstance(g, dict):
+        v.fail("book.generate", f"must be a table, got {g!r}")
+    v.unknown(g, GENERATE_KEYS, "book.generate.")
+    n = g.get("positions")
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        v.fail("book.generate.positions", f"must be an integer >= 1, got {n!r}")
+    seed = g.get("seed", 0)
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        v.fail("book.generate.seed", f"must be an integer >= 0, got {seed!r}")
+    frac = g.get("option_fraction", 0.1)
+    if isinstance(frac, bool) or not isinstance(frac, (int, float)) or not 0 <= frac <= 1:
+        v.fail("book.generate.option_fraction", f"must be in [0, 1], got {frac!r}")
+    cols = generate_book(names, spots, n, seed, float(frac))
+    return book_columns(cols, names, f"{v.source} [book.generate]")
+
+
+def _toml_positions(doc: dict[str, Any], v: _Validator, names: list[str]) -> dict[str, Any]:
     positions = doc.get("positions")
     if not isinstance(positions, list) or not positions:
-        v.fail("positions", "missing or empty: give at least one [[positions]] table")
+        v.fail("positions", "missing or empty: give at least one [[positions]] table "
+               "(or a [book])")
     lin: list[tuple[int, float, str]] = []
     opt: list[tuple[Any, ...]] = []
     for i, pos in enumerate(positions):
@@ -209,33 +303,17 @@ def parse_portfolio(doc: dict[str, Any], source: str = "portfolio") -> Portfolio
                 label,
             )
         )
-
-    spots_a = np.array(spots, dtype=np.float64)
     cols = list(zip(*opt, strict=True)) if opt else [()] * 8
-    opt_factor = np.array(cols[0], dtype=np.intp)
     arrays = [np.array(c, dtype=np.float64) for c in cols[1:6]]
-    opt_call = np.array(cols[6], dtype=np.int32)
-    base = bs_price(np, spots_a[opt_factor], arrays[1], arrays[2], arrays[3], arrays[4], opt_call)
-    return Portfolio(
-        factors=tuple(names),
-        spots=spots_a,
-        cov_daily=cov,
-        chol_daily=chol,
-        horizon_days=horizon,
-        confidence=levels,
-        returns=returns,
-        lin_factor=np.array([p[0] for p in lin], dtype=np.intp),
-        lin_quantity=np.array([p[1] for p in lin], dtype=np.float64),
-        opt_factor=opt_factor,
-        opt_quantity=arrays[0],
-        opt_strike=arrays[1],
-        opt_expiry=arrays[2],
-        opt_vol=arrays[3],
-        opt_rate=arrays[4],
-        opt_call=opt_call,
-        opt_base=np.asarray(base, dtype=np.float64),
-        names=tuple(p[2] for p in lin) + tuple(o[7] for o in opt),
-    )
+    return {
+        "lin_factor": np.array([p[0] for p in lin], dtype=np.intp),
+        "lin_quantity": np.array([p[1] for p in lin], dtype=np.float64),
+        "opt_factor": np.array(cols[0], dtype=np.intp),
+        "opt_quantity": arrays[0], "opt_strike": arrays[1], "opt_expiry": arrays[2],
+        "opt_vol": arrays[3], "opt_rate": arrays[4],
+        "opt_call": np.array(cols[6], dtype=np.int32),
+        "names": tuple(p[2] for p in lin) + tuple(o[7] for o in opt),
+    }
 
 
 def _covariance(doc: dict[str, Any], v: _Validator, n: int, vols: np.ndarray | None) -> np.ndarray:
@@ -257,7 +335,16 @@ def _covariance(doc: dict[str, Any], v: _Validator, n: int, vols: np.ndarray | N
             "correlation", "missing: several factors need [correlation] matrix (or [covariance])"
         )
     table = v.table(doc, "correlation", required=True)
-    v.unknown(table, {"matrix"}, "correlation.")
+    v.exactly_one(table, "correlation", {"matrix": "matrix = [[...]]", "uniform": "uniform = rho"})
+    if "uniform" in table:
+        rho = table["uniform"]
+        low = -1.0 / (n - 1) if n > 1 else -1.0
+        if isinstance(rho, bool) or not isinstance(rho, (int, float)) or not low < rho < 1:
+            v.fail("correlation.uniform", f"must be in ({low:.4g}, 1) for {n} factors (positive "
+                   f"definite), got {rho!r}")
+        corr = np.full((n, n), float(rho))
+        np.fill_diagonal(corr, 1.0)
+        return corr * np.outer(vols, vols)
     corr = v.matrix(table, "correlation.matrix", n)
     for i in range(n):
         if corr[i, i] != 1.0:
@@ -281,6 +368,12 @@ class _Validator:
         extra = sorted(set(table) - known)
         if extra:
             self.fail(where + extra[0], f"unknown key (known: {', '.join(sorted(known))})")
+
+    def exactly_one(self, table: dict[str, Any], where: str, keys: dict[str, str]) -> None:
+        """``table`` holds exactly one of ``keys`` (key -> how to write it) and nothing else."""
+        self.unknown(table, set(keys), where + ".")
+        if sum(k in table for k in keys) != 1:
+            self.fail(where, f"give exactly one of {' and '.join(keys.values())}")
 
     def table(self, doc: dict[str, Any], key: str, required: bool) -> dict[str, Any]:
         t = doc.get(key)

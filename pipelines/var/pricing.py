@@ -18,7 +18,7 @@ import numpy as np
 
 from streampipe import gpu
 
-__all__ = ["norm_cdf", "bs_price"]
+__all__ = ["norm_cdf", "bs_price", "bs_pnl"]
 
 _SQRTH = math.sqrt(0.5)
 
@@ -145,5 +145,56 @@ def bs_price(
     return np.where(S == 0, np.where(call, 0.0, kd), price)
 
 
-# the CuPy stand-in runs the kernel as the NumPy path
+# The valuation kernel: one thread per (scenario, option) of an (m, n_options) output; the
+# scenario's shocked factor levels are a raw (m, F) array read at the option's factor.
+_BS_PNL_BODY = """
+    const ptrdiff_t row = i / n_options;
+    const double spot = levels[row * n_factors + factor];
+    double price;
+""" + _BS_BODY + """
+    value = quantity * (price - base);
+"""
+
+
+@lru_cache(maxsize=4)
+def _bs_pnl_kernel(cp: Any) -> Any:
+    return cp.ElementwiseKernel(
+        "raw float64 levels, int32 n_factors, int32 n_options, int32 factor, float64 strike, "
+        "float64 tau, float64 vol, float64 rate, int32 is_call, float64 quantity, float64 base",
+        "float64 value",
+        _BS_PNL_BODY,
+        "streampipe_var_bs_pnl",
+    )
+
+
+def bs_pnl(xp: Any, levels: Any, factor: Any, strike: Any, expiry: Any, vol: Any, rate: Any,
+           is_call: Any, quantity: Any, base: Any) -> Any:
+    """``quantity_j * (BS(levels[:, factor_j], option j) - base_j)``, shape ``(m, n_options)``.
+
+    ``levels`` is ``(m, F)``; the option arrays are ``(n_options,)`` (``factor`` and ``is_call``
+    int32 on a GPU).  On CuPy one kernel launch computes the whole matrix.
+    """
+    if xp is not np:
+        m, n = levels.shape[0], factor.shape[0]
+        out = xp.empty((m, n), dtype=xp.float64)
+        return _bs_pnl_kernel(xp)(levels, np.int32(levels.shape[1]), np.int32(n), factor,
+                                  strike, expiry, vol, rate, is_call, quantity, base, out)
+    # C order: a gather along axis 1 comes out in F order, and NumPy sums rows of an F-order
+    # matrix in another order than rows of a C-order one (or one row alone)
+    lv = np.ascontiguousarray(levels[:, factor])
+    price = bs_price(np, lv, strike, expiry, vol, rate, is_call)
+    return quantity * (price - base)
+
+
+def _bs_pnl_reference(levels: np.ndarray, n_factors: Any, n_options: Any, factor: np.ndarray,
+                      *rest: np.ndarray) -> np.ndarray:
+    """What the kernel computes, as the NumPy path computes it (for the CuPy stand-in)."""
+    rows = np.arange(levels.size // int(n_factors))[:, None]
+    strike, expiry, vol, rate, is_call, quantity, base = (a[0] for a in rest)
+    lv = levels.reshape(-1, int(n_factors))[rows, factor[0]]
+    return quantity * (bs_price(np, lv, strike, expiry, vol, rate, is_call) - base)
+
+
+# the CuPy stand-in runs the kernels as the NumPy path
 gpu.register_kernel_reference("streampipe_var_bs_price", lambda *args: bs_price(np, *args))
+gpu.register_kernel_reference("streampipe_var_bs_pnl", _bs_pnl_reference)

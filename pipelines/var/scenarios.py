@@ -46,7 +46,7 @@ class ScenarioGenerator(Source):
         self.n_scenarios = p.integer("n_scenarios")
         self.batch_size = p.integer("batch_size", 10_000)
         self.seed = p.integer("seed", 0, minimum=0)
-        self.portfolio: Portfolio = load_portfolio(p.get("portfolio"))
+        self.portfolio: Portfolio = load_portfolio(p.get("portfolio"), positions=False)
         self.chol = self.portfolio.shock_chol(p.number("horizon_days"))
         self.n_batches = n_batches(self.n_scenarios, self.batch_size)
         self._start = 0

@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 
+from streampipe import gpu
 from streampipe.stage import Context
 
 from .aggregate import Aggregator
@@ -41,5 +42,6 @@ def run_serial(params: dict[str, Any], xp: Any = np) -> dict[str, Any]:
     for (name, _), stage in zip(_STAGES, (gen, val, agg), strict=True):
         stage.setup(Context(params=per_stage[name], stage=name, xp=xp if stage is val else np))
     for item in gen.generate():
-        agg.consume(val.process(item))
+        out = val.process({**item, "shocks": xp.asarray(item["shocks"])})
+        agg.consume({**out, "pnl": gpu.to_host(out["pnl"])})  # the runtime's to_wire, here
     return agg.result()

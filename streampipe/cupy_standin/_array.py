@@ -89,6 +89,8 @@ class _Op:
         seq = stream.issue()
         count("launches")
         res = fn(*args, **kwargs)
+        if self.check_reads:  # a kernel ran (views and metadata launch none)
+            stream.launch(st.kernel_delay)
         for alloc in self.writes:
             _core.write(alloc, seq)
         return wrap_result(res, seq)
@@ -296,6 +298,8 @@ class ndarray:
 
         s = _stream_state(stream)
         _core.read(self._mem, "a device-to-host copy", s)
+        if self._mem.writer is not None and self._mem.writer is not s and blocking:
+            self._mem.writer.complete()  # ordered after the writer: the copy waits for it
         count("d2h_copies")
         count("d2h_bytes", self.nbytes)
         if out is None:

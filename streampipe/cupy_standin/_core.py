@@ -11,7 +11,13 @@ only correct by luck on a GPU fails here deterministically:
   event) is a data race, which raises :class:`RaceError` here instead of reading stale data;
 * asynchronous host copies (``get(out=..., blocking=False)``) land only when their stream is
   synchronised; an event counts as complete only after a synchronisation (or a ``done`` query
-  that says so).
+  that says so);
+* with ``STREAMPIPE_CUPY_STANDIN_KERNEL_US`` (or ``configure(kernel_us=...)``) every kernel
+  also takes that much *device* time, paid asynchronously as on a GPU: a launch returns at once,
+  the stream is busy until its kernels are done, and a synchronisation (``synchronize()``, a
+  blocking ``get()``, ``float(d)``) waits for that.  Events fire when their stream reaches them,
+  so event timing measures the device time.  This is how tests see where a GPU-bound stage's
+  time is charged.
 
 Counters of copies, syncs and launches are in :data:`STATS`.
 """
@@ -133,6 +139,7 @@ class Stream:
         self.device, self.null, self.blocking = device, null, blocking
         self.issued = 0
         self.completed = 0
+        self.busy_until = 0.0  # perf_counter time the simulated device finishes this stream
         self.waited: dict[int, int] = {}  # id(stream) -> seq this stream waited for
         self.copies: list[Callable[[], None]] = []
 
@@ -140,7 +147,21 @@ class Stream:
         self.issued += 1
         return self.issued
 
-    def complete(self, seq: int | None = None) -> None:
+    def launch(self, delay: float) -> None:
+        """A kernel taking ``delay`` seconds of device time is queued on this stream."""
+        if delay > 0:
+            self.busy_until = max(self.busy_until, time.perf_counter()) + delay
+
+    def reached(self) -> float:
+        """When the device reaches what is queued now (an event recorded now fires then)."""
+        return max(self.busy_until, time.perf_counter())
+
+    def complete(self, seq: int | None = None, until: float | None = None) -> None:
+        """The host waits for the stream's work (up to op ``seq``, which the device reaches at
+        ``until``)."""
+        wait = (self.busy_until if until is None else until) - time.perf_counter()
+        if wait > 0:
+            time.sleep(wait)
         self.completed = max(self.completed, self.issued if seq is None else seq)
         if seq is None or seq >= self.issued:
             copies, self.copies = self.copies, []
@@ -176,9 +197,10 @@ class Device:
 class State:
     """Everything the stand-in knows; :func:`configure` rebuilds it."""
 
-    def __init__(self, devices: int, memory: int) -> None:
+    def __init__(self, devices: int, memory: int, kernel_us: float = 0.0) -> None:
         self.devices = [Device(i, memory) for i in range(devices)]
         self.memory = memory
+        self.kernel_delay = kernel_us * 1e-6
         self.local = threading.local()
         self.allocs: dict[int, weakref.ref] = {}  # id(root ndarray) -> its Alloc
         self.allow_sync = True
@@ -219,16 +241,29 @@ class State:
                     s.complete()
 
 
+def _env_us(name: str) -> float:
+    text = os.environ.get(name, "").strip()
+    try:
+        value = float(text) if text else 0.0
+    except ValueError:
+        value = -1.0
+    if value < 0:
+        raise ValueError(f"{name}={text!r}: expected microseconds >= 0")
+    return value
+
+
 STATE = State(_env_int("STREAMPIPE_CUPY_STANDIN_DEVICES", 1),
-              _env_int("STREAMPIPE_CUPY_STANDIN_MEMORY", DEFAULT_MEMORY))
+              _env_int("STREAMPIPE_CUPY_STANDIN_MEMORY", DEFAULT_MEMORY),
+              _env_us("STREAMPIPE_CUPY_STANDIN_KERNEL_US"))
 
 
-def configure(devices: int = 1, memory: int = DEFAULT_MEMORY) -> None:
-    """Start over with ``devices`` GPUs of ``memory`` bytes each (forgets every allocation)."""
+def configure(devices: int = 1, memory: int = DEFAULT_MEMORY, kernel_us: float = 0.0) -> None:
+    """Start over with ``devices`` GPUs of ``memory`` bytes each whose kernels take
+    ``kernel_us`` microseconds of device time each (forgets every allocation)."""
     global STATE
-    if devices < 1 or memory < 1:
-        raise ValueError("configure: devices and memory must be >= 1")
-    STATE = State(devices, memory)
+    if devices < 1 or memory < 1 or kernel_us < 0:
+        raise ValueError("configure: devices and memory must be >= 1, kernel_us >= 0")
+    STATE = State(devices, memory, kernel_us)
     reset_stats()
 
 

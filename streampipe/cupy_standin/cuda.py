@@ -170,7 +170,10 @@ class Stream:
 
     @property
     def done(self) -> bool:
-        self._state().complete()  # work runs eagerly: once asked, the host knows it is done
+        s = self._state()
+        if _core.now() < s.busy_until:
+            return False
+        s.complete()  # once the host knows the work is done, reading its results is safe
         return True
 
     def record(self, event: Event | None = None) -> Event:
@@ -234,18 +237,22 @@ class Event:
 
     def record(self, stream: Stream | None = None) -> None:
         s = _stream_state(stream)
-        self._stream, self._seq, self._t = s, s.issue(), _core.now()
+        # the event fires when the (simulated) device reaches it on that stream
+        self._stream, self._seq, self._t = s, s.issue(), s.reached()
 
     def synchronize(self) -> None:
         if self._stream is not None:
             _core.declare_sync()
             count("stream_syncs")
-            self._stream.complete(self._seq)
+            self._stream.complete(self._seq, self._t)
 
     @property
     def done(self) -> bool:
-        if self._stream is not None:
-            self._stream.complete(self._seq)
+        if self._stream is None:
+            return True
+        if _core.now() < self._t:
+            return False
+        self._stream.complete(self._seq, self._t)
         return True
 
     def _complete(self) -> bool:

@@ -120,29 +120,32 @@ def _pool_growth(fn):
     return pool.total_bytes() - base, out
 
 
-def test_valuation_under_a_budget_stays_under_it():
+def test_valuation_under_a_budget_stays_under_it_upload_included():
+    """The budget covers what a GPU Valuation really holds: the batch the runtime uploaded
+    whole (shocks), its P&L, the portfolio on the device and the pass temporaries."""
     from pipelines.var import Valuation, load_portfolio
-    from pipelines.var.valuation import bytes_per_scenario
 
     pf_path = "pipelines/var/data/portfolio.toml"
-    bpr = bytes_per_scenario(load_portfolio(pf_path))
-    rows = 2_000
-    budget = rows * bpr
-    assert gpu.batch_rows_for_budget(bpr, budget, cp) == rows
-    shocks = np.random.default_rng(1).standard_normal((40 * rows, load_portfolio(pf_path)
-                                                        .n_factors)) * 0.01
+    rows, n_f = 20_000, load_portfolio(pf_path).n_factors
+    upload = rows * (n_f + 1) * 8  # shocks in, P&L out: 800 kB
+    budget = int(1.5 * upload)
+    shocks = np.random.default_rng(1).standard_normal((rows, n_f)) * 0.01
 
     def value(params):
         s = Valuation()
         s.setup(Context(params=params, xp=cp, device="gpu"))
-        return s.value(shocks)
+        dev = cp.asarray(shocks)  # what from_wire hands the stage
+        return s.value(dev).get(), s
 
-    used, pnl = _pool_growth(lambda: value({"portfolio": pf_path, "gpu_memory_budget": budget}))
-    whole, pnl_whole = _pool_growth(lambda: value({"portfolio": pf_path}))
-    # Allowance beyond the per-row estimate: the portfolio's parameter arrays (a few kB) and
-    # CuPy's 512-byte rounding of each allocation, bounded by 64 kB + 1 %.
+    used, (pnl, small) = _pool_growth(lambda: value({"portfolio": pf_path,
+                                                      "gpu_memory_budget": budget}))
+    whole, (pnl_whole, _) = _pool_growth(lambda: value({"portfolio": pf_path}))
+    # Allowance: CuPy's rounding of each allocation and its pool's bins, 64 kB + 1 %.
     assert used <= 1.01 * budget + 65536, (used, budget)
-    assert whole > 4 * budget  # 40x the rows without sub-batches: the check has teeth
+    # the check has teeth: sizing passes by the budget alone (upload ignored) would hold
+    # budget + upload at the peak, and without a budget the batch is one pass
+    assert small.rows_per_pass(rows) * small.row_bytes < budget - upload
+    assert whole > budget + 0.5 * upload
     assert np.array_equal(pnl, pnl_whole)  # sub-batching does not change a single P&L
     extra: dict = {}
     assert gpu.record_gpu_memory(extra, cp) == extra["gpu_peak_bytes"] >= whole
@@ -178,6 +181,7 @@ class DeviceDouble(sp.Stage):
 
     def setup(self, ctx):
         self.ctx = ctx
+        self.reps = int(ctx.params.get("reps", 0))
         if ctx.device != "gpu":
             raise RuntimeError(f"expected a GPU stage, got device {ctx.device!r}")
 
@@ -186,6 +190,9 @@ class DeviceDouble(sp.Stage):
         for name, a in (("x", item["x"]), ("meta[0]", item["meta"][0])):
             if not isinstance(a, xp.ndarray):
                 raise TypeError(f"{name} arrived as {type(a).__module__}.{type(a).__name__}")
+        scratch = item["x"][:1000]
+        for _ in range(self.reps):  # device time: three kernels per rep
+            scratch = xp.sqrt(scratch * scratch + 1.0)
         y = 2 * item["x"]
         return {"seq": item["seq"], "y": y, "pair": (y.sum(), item["meta"][0] + 1),
                 "tag": item["tag"]}
@@ -207,14 +214,14 @@ class HostCollect(sp.Sink):
         return self.rows
 
 
-@pytest.mark.mpi
-def test_cupy_items_through_a_gpu_middle_stage(tmp_path):
-    from streampipe.runfile import read
-    from tests.mpiutil import streampipe
+WORK_ITEMS, WORK_REPS, KERNEL_US = 12, 3, 5000
 
-    n, items = N, 12
-    job = tmp_path / "gpu.toml"
-    job.write_text(textwrap.dedent(f"""
+
+@pytest.fixture(scope="module")
+def gpu_middle_run(tmp_path_factory):
+    """source -> a GPU stage -> a CPU sink, the GPU stage's device time dominating: on the
+    stand-in every kernel takes 5 ms of (simulated, asynchronous) device time."""
+    done, run = _run_job(tmp_path_factory.mktemp("middle"), f"""
         [pipeline]
         name = "gpu-wire"
         capacity = 2
@@ -222,25 +229,148 @@ def test_cupy_items_through_a_gpu_middle_stage(tmp_path):
         [[stages]]
         name = "source"
         uses = "tests.mpi.test_gpu_device:ArraySource"
-        params = {{ n = {n}, items = {items} }}
+        params = {{ n = {N}, items = {WORK_ITEMS} }}
         [[stages]]
         name = "double"
         uses = "tests.mpi.test_gpu_device:DeviceDouble"
         device = "gpu"
+        params = {{ reps = {WORK_REPS} }}
         [[stages]]
         name = "sink"
         uses = "tests.mpi.test_gpu_device:HostCollect"
         device = "cpu"
-    """))
-    out = tmp_path / "run.h5"
-    with standin_env():
-        done = streampipe("run", str(job), "--out", str(out), "--quiet", timeout=90)
+    """, env={"STREAMPIPE_CUPY_STANDIN_KERNEL_US": str(KERNEL_US)})
     assert done.returncode == 0, done.output
-    run = read(str(out))
+    from tests.gpu_harness import on_standin
+
+    return run, on_standin()
+
+
+@pytest.mark.mpi
+def test_cupy_items_through_a_gpu_middle_stage(gpu_middle_run):
+    run, _ = gpu_middle_run
+    n = N
     # closed form: sum of 2*i*k for k < n is i*n*(n-1), exact in float64 (integers < 2**53)
     expect = [[i, float(i * n * (n - 1)), float(2 * i * (n - 1)), i + 1, f"t{i}", ["numpy"]]
-              for i in range(items)]
+              for i in range(WORK_ITEMS)]
     assert run["meta"]["result"] == expect
     double = next(r for r in run["ranks"] if r["stage"] == "double")
     # peak pool size of the GPU stage: at least one input and one output array (8 bytes * n)
     assert double.get("gpu_peak_bytes", 0) >= 2 * 8 * n
+
+
+@pytest.mark.mpi
+def test_gpu_stage_kernel_time_is_in_the_rank_stats(gpu_middle_run):
+    run, standin = gpu_middle_run
+    work = next(r for r in run["ranks"] if r["stage"] == "double")
+    assert work["gpu_items_timed"] == WORK_ITEMS
+    kernel = work["gpu_kernel_s"]
+    if standin:  # the device time the stand-in simulated: 3 kernels per rep, 3 more per item
+        device = WORK_ITEMS * (3 * WORK_REPS) * KERNEL_US * 1e-6
+        assert device <= kernel <= device * 1.6
+    assert 0 < kernel <= work["elapsed"]
+    # the report shows it, and the simulator's service times include the kernels
+    from streampipe.report import short_text, summarize
+    from streampipe.sim import times_from_run
+
+    plan = run["meta"]["plan"]
+    row = summarize(plan, run["ranks"])["double"]["gpu"]
+    assert row["kernel_s"] == kernel and row["items_timed"] == WORK_ITEMS
+    assert row["peak_bytes"] == work["gpu_peak_bytes"]
+    text = short_text(plan, summarize(plan, run["ranks"]), run["ranks"])
+    assert "gpu: stage 'double': peak" in text and "ms/item" in text
+    service = times_from_run(run)["double"].samples
+    assert service.mean() >= 0.8 * kernel / WORK_ITEMS
+
+
+@pytest.mark.mpi
+@pytest.mark.xfail(strict=True, reason="engine (issue 18): to_wire, where the stream sync waits "
+                   "for the kernels, runs under 'other', so a GPU-bound stage looks idle")
+def test_gpu_stage_device_time_counts_as_busy(gpu_middle_run):
+    run, _ = gpu_middle_run
+    work = next(r for r in run["ranks"] if r["stage"] == "double")
+    assert work["time"]["busy"] >= 0.8 * work["gpu_kernel_s"]
+
+
+# ----------------------------------------------------------------------------- runtime faults
+
+
+class FeedbackUser(sp.Stage):
+    """A GPU stage adding the value fed back for the previous item to this item's array."""
+
+    def setup(self, ctx):
+        self.ctx = ctx
+
+    def process(self, item):
+        x, seq = item["x"], self.ctx.seq
+        if seq > 0:
+            x = x + self.ctx.feedback(seq - 1)  # device + device: both edges bring CuPy
+            self.ctx.release_feedback(seq - 1)
+        return {"seq": item["seq"], "y": x, "pair": (x.sum(), item["meta"][0]), "tag": ""}
+
+
+class FeedbackBack(sp.Stage):
+    """A GPU stage that feeds ``y[:1]`` of each item back to ``use``."""
+
+    def setup(self, ctx):
+        self.ctx = ctx
+
+    def process(self, item):
+        self.ctx.send_feedback(item["y"][:1])
+        return item
+
+
+def _run_job(tmp_path, text, env=None, timeout=90):
+    import os
+
+    from streampipe.runfile import read
+    from tests.mpiutil import streampipe
+
+    job = tmp_path / "job.toml"
+    job.write_text(textwrap.dedent(text))
+    out = tmp_path / "run.h5"
+    saved = {k: os.environ.get(k) for k in (env or {})}
+    os.environ.update(env or {})
+    try:
+        with standin_env():
+            done = streampipe("run", str(job), "--out", str(out), "--quiet", timeout=timeout)
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    return done, (read(str(out)) if done.returncode == 0 else None)
+
+
+@pytest.mark.mpi
+@pytest.mark.xfail(strict=True, reason="engine (issue 18): feedback values skip from_wire, so a "
+                   "GPU stage gets NumPy on its feedback edge and CuPy on its data edge")
+def test_feedback_values_reach_a_gpu_stage_on_the_device(tmp_path):
+    n, items = 16, 6
+    done, run = _run_job(tmp_path, f"""
+        [pipeline]
+        name = "gpu-feedback"
+        capacity = 2
+        ordered = true
+        [[stages]]
+        name = "source"
+        uses = "tests.mpi.test_gpu_device:ArraySource"
+        params = {{ n = {n}, items = {items} }}
+        [[stages]]
+        name = "use"
+        uses = "tests.mpi.test_gpu_device:FeedbackUser"
+        device = "gpu"
+        [[stages]]
+        name = "back"
+        uses = "tests.mpi.test_gpu_device:FeedbackBack"
+        device = "gpu"
+        feedback_to = "use"
+        [[stages]]
+        name = "sink"
+        uses = "tests.mpi.test_gpu_device:HostCollect"
+    """)
+    assert done.returncode == 0, done.output[-3000:]
+    # y_i = i*arange(n) + y_{i-1}[0], and y_{i-1}[0] = y_{i-2}[0] = ... = 0: y_i = i*arange(n)
+    assert [row[1] for row in run["meta"]["result"]] == [float(i * n * (n - 1) // 2)
+                                                          for i in range(items)]

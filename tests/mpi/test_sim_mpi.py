@@ -93,8 +93,7 @@ def test_var_job_rate_matches_simulation_from_its_run_file(tmp_path):
 
 GENOMICS_SETS = {"reads.params.generate.genome_len": 50_000,
                  "reads.params.generate.n_reads": 40_000, "reads.params.chunk_rows": 2048,
-                 "sort.params.max_rows_in_memory": 10_000, "sort.params.chunk_rows": 4096,
-                 "write.params.chunk_rows": 4096}
+                 "sort.params.max_rows_in_memory": 10_000, "sort.params.chunk_rows": 4096}
 
 
 def test_genomics_barrier_job_matches_simulation_from_its_run_file(tmp_path):

@@ -214,6 +214,24 @@ def test_event_timing_needs_completed_events():
         cp.cuda.get_elapsed_time(start, untimed)
 
 
+def test_simulated_kernel_time_is_paid_at_the_synchronisation():
+    import time
+
+    cp.configure(kernel_us=20_000)  # every kernel: 20 ms of device time, asynchronously
+    start, end = cp.cuda.Event(), cp.cuda.Event()
+    t0 = time.perf_counter()
+    start.record()
+    y = cp.sqrt(cp.arange(10.0) + 1)  # three kernels: launched, not waited for
+    end.record()
+    launched = time.perf_counter() - t0
+    assert not end.done
+    y.get()  # a blocking copy waits for the stream
+    waited = time.perf_counter() - t0
+    end.synchronize()
+    assert launched < 0.02 and waited >= 0.06
+    assert 60 <= cp.cuda.get_elapsed_time(start, end) < 60 + 1e3 * launched + 5
+
+
 def test_devices():
     with pytest.raises(cp.cuda.runtime.CUDARuntimeError, match="invalid device ordinal"):
         cp.cuda.Device(2).use()

@@ -9,10 +9,10 @@ import math
 
 import numpy as np
 import pytest
-from scipy.stats import norm
 
 from pipelines.var import VarResult, load_portfolio, run_serial
 from tests.builtin_jobs import run_job
+from tests.var.oracles import assert_delta_normal
 
 PF = "pipelines/var/data/portfolio.toml"
 LINEAR = "pipelines/var/data/linear.toml"
@@ -59,19 +59,8 @@ def test_linear_portfolio_matches_delta_normal_within_3_se(tmp_path):
     mpi, serial = var_run(tmp_path, 2, True, LINEAR, "stream", 40_000, 4_000, 3)
     assert mpi == serial
     pf = load_portfolio(LINEAR)
-    # Arithmetic returns and linear positions: P&L = w . r with r ~ N(0, h * cov), exactly
-    # normal, so loss = -P&L ~ N(0, sigma^2) and VaR/ES have closed forms.
     w = np.zeros(len(pf.spots))
     np.add.at(w, pf.lin_factor, pf.lin_quantity * pf.spots[pf.lin_factor])
-    sigma = math.sqrt(pf.horizon_days * w @ pf.cov_daily @ w)
-    for lv in mpi["levels"]:
-        a = lv["confidence"]
-        z = norm.ppf(a)
-        var_true, es_true = sigma * z, sigma * norm.pdf(z) / (1 - a)
-        # The SEs are the estimators' own (KDE quantile SE; ES SE including the VaR noise),
-        # checked in DESIGN.md against the spread of 400 repeated runs; 3 SE is a two-sided
-        # 99.7% band.  The stream histogram's bias (one bin) is ~1e-4 SE.
-        assert abs(lv["var"] - var_true) < 3 * lv["var_se"], (a, lv["var"], var_true)
-        assert abs(lv["es"] - es_true) < 3 * lv["es_se"], (a, lv["es"], es_true)
-        # and the SEs are not so wide that the check is empty: under 2% of the value
-        assert lv["var_se"] < 0.02 * var_true and lv["es_se"] < 0.02 * es_true
+    # Arithmetic returns and linear positions: P&L = w . r with r ~ N(0, h * cov), exactly
+    # normal; the stream histogram's bias (one bin) is ~1e-4 SE.
+    assert_delta_normal(mpi["levels"], math.sqrt(pf.horizon_days * w @ pf.cov_daily @ w), 0.02)

@@ -19,7 +19,9 @@ from pipelines.var import (
 )
 from pipelines.var.estimators import ExactLosses, StreamLosses
 from pipelines.var.risk import risk_result
+from pipelines.var.valuation import pnl_tolerance
 from streampipe.stage import Context
+from tests.gpu_harness import xp_gpu  # noqa: F401,F811 - a fixture
 
 PF = "pipelines/var/data/portfolio.toml"
 PARAMS = {"portfolio": PF, "n_scenarios": 60_000, "batch_size": 7_000, "seed": 11}
@@ -147,11 +149,24 @@ rate = 0.1
 def test_memory_budget_sub_batches_give_identical_pnl():
     items = list(stage(ScenarioGenerator, **PARAMS).generate())[:2]
     whole = stage(Valuation, portfolio=PF)
-    small = stage(Valuation, portfolio=PF, gpu_memory_budget=50_000)
-    assert small.rows_per_pass < 100  # the budget really splits a 7000-row batch
+    # the budget holds the batch's shocks and P&L (7000 x (4 + 1) x 8 = 280 kB) plus passes
+    small = stage(Valuation, portfolio=PF, gpu_memory_budget=400_000)
+    assert 1 < small.rows_per_pass(7000) < 200  # the budget really splits a 7000-row batch
+    assert whole.rows_per_pass(7000) == 7000
     for it in items:
         # each scenario's P&L is computed row-wise in a fixed order: sub-batching is invisible
         np.testing.assert_array_equal(small.process(it)["pnl"], whole.process(it)["pnl"])
+    one = stage(Valuation, portfolio=PF)
+    np.testing.assert_array_equal(one.value(items[0]["shocks"][5:6]),
+                                  whole.value(items[0]["shocks"])[5:6])  # a row alone, too
+
+
+def test_budget_below_the_batch_itself_is_refused():
+    (item,) = list(stage(ScenarioGenerator, **PARAMS).generate())[:1]
+    small = stage(Valuation, portfolio=PF, gpu_memory_budget=200_000)  # < 280 kB of batch
+    with pytest.raises(ValueError, match=r"gpu_memory_budget: 200000 bytes cannot hold a batch "
+                                         r"of 7000 scenarios: its shocks and P&L"):
+        small.process(item)
 
 
 def test_stream_mode_within_its_stated_error_of_exact():
@@ -209,28 +224,17 @@ def test_format_result_shows_each_level():
     assert "60,000 scenarios" in text
 
 
-def _cupy():
-    try:
-        import cupy as cp
-
-        cp.cuda.runtime.getDeviceCount()
-        return cp
-    except Exception:  # no cupy, no driver or no device
-        return None
-
-
 @pytest.mark.gpu
-def test_cupy_valuation_matches_numpy():
-    cp = _cupy()
-    if cp is None:
-        pytest.skip("cupy or a CUDA device is not available")
+def test_gpu_valuation_matches_numpy_within_the_stated_tolerance(xp_gpu):  # noqa: F811
+    cp = xp_gpu
     item = next(iter(stage(ScenarioGenerator, **PARAMS).generate()))
     cpu = stage(Valuation, portfolio=PF).process(item)["pnl"]
     gpu_stage = Valuation()
-    gpu_stage.setup(
-        Context(params={"portfolio": PF, "gpu_memory_budget": 2**20}, xp=cp, device="gpu")
-    )
-    gpu = gpu_stage.process(item)["pnl"]
-    assert type(gpu) is np.ndarray and gpu.dtype == np.float64
-    # CUDA normcdf vs Cephes ndtr (both ~1e-14): 1e-10 of the P&L scale (P&L crosses zero)
-    assert np.max(np.abs(gpu - cpu)) <= 1e-10 * np.max(np.abs(cpu))
+    gpu_stage.setup(Context(params={"portfolio": PF, "gpu_memory_budget": 2**20}, xp=cp,
+                            device="gpu"))
+    assert gpu_stage.rows_per_pass(7000) < 7000  # several passes
+    dev = gpu_stage.process({"batch": 0, "shocks": cp.asarray(item["shocks"])})["pnl"]
+    assert isinstance(dev, cp.ndarray) and dev.dtype == np.float64  # stays on the device
+    tol = pnl_tolerance(load_portfolio(PF), item["shocks"])
+    assert np.all(np.abs(dev.get() - cpu) <= tol)
+    assert np.max(tol) < 1e-6 * np.max(np.abs(cpu))  # and the tolerance is not vacuous
