@@ -77,6 +77,9 @@ def dct_matrix() -> np.ndarray:
     return c
 
 
+_ROWS = 48
+
+
 @lru_cache(maxsize=1)
 def _kron() -> np.ndarray:
     k = np.kron(dct_matrix(), dct_matrix())  # vec(C X C^T) = (C kron C) vec(X), row-major
@@ -91,7 +94,13 @@ def dct_blocks(blocks: Any, inverse: bool = False, xp: Any = np) -> Any:
     if xp is not np:
         return dct8x8_gpu(blocks, inverse, xp)
     flat = np.asarray(blocks, np.float64).reshape(-1, B * B)
-    return (flat @ (_kron() if inverse else _kron().T)).reshape(-1, B, B)
+    m = _kron() if inverse else _kron().T
+    out = np.empty_like(flat)
+    # Products of _ROWS rows stay below the size at which OpenBLAS starts threads: on ranks
+    # that share cores, waking threads for an 8x8 transform costs more than the product.
+    for i in range(0, len(flat), _ROWS):
+        np.matmul(flat[i : i + _ROWS], m, out=out[i : i + _ROWS])
+    return out.reshape(-1, B, B)
 
 
 _SOURCE = r"""
