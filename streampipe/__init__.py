@@ -11,14 +11,17 @@ Public API::
 Build a pipeline with :class:`Pipeline` or describe it in a TOML job file and run it with
 ``streampipe run JOB`` (or :func:`run` under ``mpiexec``).  :mod:`streampipe.gpu` (also
 ``sp.gpu``) holds the GPU helpers a stage may use: memory budgets, device arrays, and
-``register_kernel_reference`` for the CuPy stand-in (docs/gpu.md).
+``register_kernel_reference`` for the CuPy stand-in (docs/gpu.md).  :mod:`streampipe.train`
+(also ``sp.train``) is pipeline-parallel training of your own model: a job's ``[train]`` table,
+the :class:`~streampipe.train.StageWorker` protocol and :class:`~streampipe.train.Layout`
+(docs/training.md).
 """
 
 from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from . import gpu
+from . import gpu, train
 from .api import Pipeline, run, run_spec
 from .faults import Fault
 from .job import JobError, JobSpec, StageSpec, load_job
@@ -29,5 +32,5 @@ from .stage import Context, FunctionStage, Sink, Source, Stage, StageError, stag
 __all__ = [
     "Context", "Fault", "FunctionStage", "JobError", "JobSpec", "Pipeline", "Plan", "RunOptions",
     "Sink", "Source", "Stage", "StageError", "StageSpec", "load_job", "make_plan", "run",
-    "run_spec", "stage", "gpu", "__version__",
+    "run_spec", "stage", "gpu", "train", "__version__",
 ]

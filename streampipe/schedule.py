@@ -4,12 +4,19 @@ A schedule says, for every rank, the order in which it runs its pipeline *action
 
 * ``F`` forward of one microbatch through one stage,
 * ``B`` backward of one microbatch through one stage (input and weight gradients together),
+* ``I`` and ``W``, the two halves of a split backward (zero-bubble schedules, Qi et al. 2023):
+  ``I`` computes the gradient with respect to the stage input (what the previous stage waits
+  for), ``W`` the weight gradients, later, in a slot that would otherwise be a bubble,
 * ``S`` the optimizer step of one stage, after all its backwards.
 
 It is a ``dict[int, list[Action | None]]`` (rank -> ordered actions). ``None`` is a bubble: the
 executor skips it and :func:`simulate` ignores it (the dry run recomputes the timing itself), so a
-unit-time grid written by hand is a schedule too. Stage ``s`` lives on exactly one rank; GPipe and
-1F1B put stage ``s`` on rank ``s``, the interleaved schedule puts stage ``s`` on rank ``s % P``.
+unit-time grid written by hand is a schedule too. Stage ``s`` lives on exactly one rank; GPipe,
+1F1B and ZB-H1 put stage ``s`` on rank ``s``, the interleaved schedule puts stage ``s`` on rank
+``s % P``. A *replicated* schedule (data parallel inside the pipeline, ``replicated=True`` in
+:func:`validate`) may run one stage on several ranks, each microbatch of it on one of them; every
+such rank then has its own ``S`` for the stage, after all backwards of the stage on every rank
+(the gradients are all-reduced before the step).
 
 Communication is implicit, which is all an MPI executor needs to derive it: after ``F`` on stage
 ``s`` whose stage ``s + 1`` lives on another rank, post a non-blocking send of the activation;
@@ -38,14 +45,17 @@ __all__ = [
     "gpipe",
     "one_f_one_b",
     "interleaved_1f1b",
+    "zb_h1",
+    "GENERATORS",
     "stage_ranks",
     "validate",
     "simulate",
+    "bubble_formula",
     "format_grid",
 ]
 
-KINDS = ("F", "B", "S")
-_ACTION_RE = re.compile(r"^(\d+)(F|B|S)(\d*)$")
+KINDS = ("F", "B", "I", "W", "S")
+_ACTION_RE = re.compile(r"^(\d+)(F|B|I|W|S)(\d*)$")
 
 
 class ScheduleError(ValueError):
@@ -83,7 +93,8 @@ class Action(NamedTuple):
         m = _ACTION_RE.match(text.strip())
         if m is None:
             raise ScheduleError(
-                f"action {text!r}: expected <stage><F|B|S><microbatch>, e.g. '2F0', '1B3', '0S'"
+                f"action {text!r}: expected <stage><F|B|I|W|S><microbatch>, e.g. '2F0', '1B3', "
+                "'0S'"
             )
         stage, kind, mb = int(m.group(1)), m.group(2), m.group(3)
         if kind == "S":
@@ -108,6 +119,14 @@ def B(stage: int, mb: int) -> Action:  # noqa: N802
 
 def S(stage: int) -> Action:  # noqa: N802
     return Action(stage, "S", None)
+
+
+def I(stage: int, mb: int) -> Action:  # noqa: E743, N802 - the zero-bubble paper's letter
+    return Action(stage, "I", mb)
+
+
+def W(stage: int, mb: int) -> Action:  # noqa: N802
+    return Action(stage, "W", mb)
 
 
 def _check_sizes(n_stages: int, n_microbatches: int) -> None:
@@ -187,6 +206,41 @@ def interleaved_1f1b(n_stages: int, n_microbatches: int, n_virtual: int) -> Sche
     return out
 
 
+def zb_h1(n_stages: int, n_microbatches: int) -> Schedule:
+    """ZB-H1 (Qi et al. 2023, "Zero Bubble Pipeline Parallelism"; torch's ZB1P with one stage
+    per rank): 1F1B with each backward split into ``I`` (input gradient) and ``W`` (weights).
+
+    Rank ``r`` runs 1F1B's ``P - r - 1`` warm-up forwards, then pairs ``F``, ``I``; from its
+    ``r + 1``-th pair on, each pair is followed by the oldest pending ``W``, and the ``r`` ``W``
+    left over fill the drain at the end. Only ``I`` lies on the cross-rank critical path, so with
+    ``t_F = t_I = t_W`` the bubble is about a third of 1F1B's while no rank holds more
+    microbatches than 1F1B's first rank (``P``). ``W`` runs in microbatch order, so weight
+    gradients are added in the serial trainer's order.
+    """
+    _check_sizes(n_stages, n_microbatches)
+    p, m = n_stages, n_microbatches
+    out: Schedule = {}
+    for r in range(p):
+        warm = min(p - r - 1, m)
+        acts: list[Action | None] = [F(r, k) for k in range(warm)]
+        w_next = 0
+        for k in range(m):  # k-th input backward; forwards run ahead by `warm`
+            if warm + k < m:
+                acts.append(F(r, warm + k))
+            acts.append(I(r, k))
+            if k >= r:
+                acts.append(W(r, w_next))
+                w_next += 1
+        acts += [W(r, k) for k in range(w_next, m)]
+        out[r] = acts + [S(r)]
+    return out
+
+
+GENERATORS = {"gpipe": gpipe, "1f1b": one_f_one_b, "zb-h1": zb_h1}
+"""Schedules with one stage per rank, by the name ``[train] schedule`` uses (interleaved 1F1B
+takes a third argument, ``virtual``)."""
+
+
 # ----------------------------------------------------------------------------- validation
 
 
@@ -194,11 +248,11 @@ def _where(rank: int, step: int, a: Action) -> str:
     return f"rank {rank} step {step} ({a})"
 
 
-def stage_ranks(schedule: Schedule) -> dict[int, int]:
-    """Map each stage to the one rank that runs it; error if a stage appears on two ranks."""
+def _stage_homes(schedule: Schedule, replicated: bool) -> dict[int, list[int]]:
+    """Stage -> the ranks that run it (one, unless ``replicated``); checks the schedule's shape."""
     if not isinstance(schedule, dict) or not schedule:
         raise ScheduleError("schedule: must be a non-empty dict rank -> list of actions")
-    owner: dict[int, tuple[int, int]] = {}
+    homes: dict[int, list[tuple[int, int]]] = {}
     for rank, acts in schedule.items():
         if not isinstance(rank, int) or rank < 0:
             raise ScheduleError(f"schedule: rank keys must be integers >= 0, got {rank!r}")
@@ -209,43 +263,56 @@ def stage_ranks(schedule: Schedule) -> dict[int, int]:
                 continue
             if not isinstance(a, Action) or a.kind not in KINDS:
                 raise ScheduleError(f"rank {rank} step {i}: not an Action: {a!r}")
-            if a.stage in owner and owner[a.stage][0] != rank:
-                r0, i0 = owner[a.stage]
-                raise ScheduleError(
-                    f"stage {a.stage} appears on rank {r0} (step {i0}) and on "
-                    f"{_where(rank, i, a)}; a stage lives on one rank"
-                )
-            owner.setdefault(a.stage, (rank, i))
-    return {s: ri[0] for s, ri in sorted(owner.items())}
+            seen = homes.setdefault(a.stage, [])
+            if all(r != rank for r, _ in seen):
+                if seen and not replicated:
+                    r0, i0 = seen[0]
+                    raise ScheduleError(
+                        f"stage {a.stage} appears on rank {r0} (step {i0}) and on "
+                        f"{_where(rank, i, a)}; a stage lives on one rank"
+                    )
+                seen.append((rank, i))
+    return {s: [r for r, _ in v] for s, v in sorted(homes.items())}
 
 
-def validate(schedule: Schedule, *, timed: bool = False) -> None:
+def stage_ranks(schedule: Schedule) -> dict[int, int]:
+    """Map each stage to the one rank that runs it; error if a stage appears on two ranks."""
+    return {s: rs[0] for s, rs in _stage_homes(schedule, False).items()}
+
+
+def _grad_action(pos: dict[Action, tuple[int, int]], s: int, m: int) -> Action:
+    """The action that produces stage ``s``'s input gradient for ``m``: ``B`` or, split, ``I``."""
+    return I(s, m) if I(s, m) in pos else B(s, m)
+
+
+def validate(schedule: Schedule, *, timed: bool = False, replicated: bool = False) -> None:
     """Check a schedule; raise :class:`ScheduleError` naming the rank and step of the first fault.
 
-    Rules: stages are ``0..S-1`` each on one rank; every stage runs ``F`` and ``B`` exactly once
-    for the same microbatches ``0..m-1``; on its rank ``B(s, mb)`` comes after ``F(s, mb)``; each
-    stage ends with exactly one ``S`` after its last backward. Cross-rank order (forward on ``s``
-    before ``s + 1``, backward on ``s + 1`` before ``s``) is checked by a unit-time dry run,
+    Rules: stages are ``0..S-1`` each on one rank; every stage runs ``F`` exactly once for the
+    same microbatches ``0..m-1`` and, for each, either one ``B`` or one ``I`` and one ``W`` (the
+    split backward), on the rank of its ``F`` and after it (``W`` after ``I``); each stage ends
+    with exactly one ``S`` after its last backward. Cross-rank order (forward on ``s`` before
+    ``s + 1``, input gradient of ``s + 1`` before ``s``'s) is checked by a unit-time dry run,
     which raises :class:`DeadlockError` if some rank would wait forever. With ``timed=True`` the
     list index is read as the time slot (a hand-written grid with ``None`` bubbles) and the
-    cross-rank order must hold slot by slot as well.
+    cross-rank order must hold slot by slot as well. ``replicated=True`` lets a stage run on
+    several ranks (data parallel): each microbatch of it still on one, and an ``S`` on each.
     """
-    owner = stage_ranks(schedule)
-    n_stages = len(owner)
-    if sorted(owner) != list(range(n_stages)):
-        raise ScheduleError(f"stages must be numbered 0..{n_stages - 1}, got {sorted(owner)}")
+    homes = _stage_homes(schedule, replicated)
+    n_stages = len(homes)
+    if sorted(homes) != list(range(n_stages)):
+        raise ScheduleError(f"stages must be numbered 0..{n_stages - 1}, got {sorted(homes)}")
 
     pos: dict[Action, tuple[int, int]] = {}
+    steps: dict[tuple[int, int], int] = {}  # (rank, stage) -> index of its S
     for rank, acts in schedule.items():
         for i, a in enumerate(acts):
             if a is None:
                 continue
-            if a in pos:
-                r0, i0 = pos[a]
-                raise ScheduleError(
-                    f"{_where(rank, i, a)}: {a} runs twice (first at rank {r0} step {i0})"
-                )
             if a.kind == "S":
+                if (rank, a.stage) in steps:
+                    raise ScheduleError(f"{_where(rank, i, a)}: {a} runs twice on rank {rank}")
+                steps[(rank, a.stage)] = i
                 for j in range(i + 1, len(acts)):
                     later = acts[j]
                     if later is not None and later.stage == a.stage:
@@ -253,25 +320,47 @@ def validate(schedule: Schedule, *, timed: bool = False) -> None:
                             f"{_where(rank, j, later)}: comes after the step {a} at step {i}; "
                             "a stage must end with its optimizer step"
                         )
+                continue
+            if a in pos:
+                r0, i0 = pos[a]
+                raise ScheduleError(
+                    f"{_where(rank, i, a)}: {a} runs twice (first at rank {r0} step {i0})"
+                )
             pos[a] = (rank, i)
 
     mbs = sorted({a.microbatch for a in pos if a.stage == 0 and a.kind == "F"})
     if mbs != list(range(len(mbs))) or not mbs:
         raise ScheduleError(f"stage 0: forward microbatches must be 0..m-1, got {mbs}")
     for s in range(n_stages):
-        rank = owner[s]
         for m in mbs:
-            for a in (F(s, m), B(s, m)):
+            if F(s, m) not in pos:
+                rank = homes[s][0]
+                raise ScheduleError(f"rank {rank}: {F(s, m)} is missing (stage {s}, "
+                                    f"microbatch {m})")
+            rank, i_f = pos[F(s, m)]
+            split = I(s, m) in pos or W(s, m) in pos
+            need = (I(s, m), W(s, m)) if split else (B(s, m),)
+            if split and B(s, m) in pos:
+                raise ScheduleError(f"{_where(*pos[B(s, m)], B(s, m))}: microbatch {m} of stage "
+                                    f"{s} has both a full backward and a split one (I/W)")
+            prev = (F(s, m), i_f)
+            for a in need:
                 if a not in pos:
                     raise ScheduleError(f"rank {rank}: {a} is missing (stage {s}, microbatch {m})")
-            if pos[B(s, m)][1] < pos[F(s, m)][1]:
-                raise ScheduleError(
-                    f"{_where(rank, pos[B(s, m)][1], B(s, m))}: backward before its forward "
-                    f"{F(s, m)} at step {pos[F(s, m)][1]}"
-                )
-        if S(s) not in pos:
-            raise ScheduleError(f"rank {rank}: stage {s} has no optimizer step {S(s)}")
-    extra = [a for a in pos if a.kind != "S" and a.microbatch not in mbs]
+                r_a, i_a = pos[a]
+                if r_a != rank:
+                    raise ScheduleError(f"{_where(r_a, i_a, a)}: runs on another rank than "
+                                        f"{F(s, m)} (rank {rank}), whose saved inputs it needs")
+                if i_a < prev[1]:
+                    what = "backward before its forward" if prev[0].kind == "F" else \
+                        "weight gradient before its input gradient"
+                    raise ScheduleError(f"{_where(rank, i_a, a)}: {what} {prev[0]} at step "
+                                        f"{prev[1]}")
+                prev = (a, i_a)
+        for rank in homes[s]:
+            if (rank, s) not in steps:
+                raise ScheduleError(f"rank {rank}: stage {s} has no optimizer step {S(s)}")
+    extra = [a for a in pos if a.microbatch not in mbs]
     if extra:
         a = extra[0]
         raise ScheduleError(
@@ -281,7 +370,9 @@ def validate(schedule: Schedule, *, timed: bool = False) -> None:
     if timed:
         for s in range(n_stages - 1):
             for m in mbs:
-                for before, after in ((F(s, m), F(s + 1, m)), (B(s + 1, m), B(s, m))):
+                pairs = ((F(s, m), F(s + 1, m)),
+                         (_grad_action(pos, s + 1, m), _grad_action(pos, s, m)))
+                for before, after in pairs:
                     if pos[after][1] <= pos[before][1]:
                         raise ScheduleError(
                             f"{_where(*pos[after], after)}: runs in slot {pos[after][1]}, not "
@@ -303,7 +394,7 @@ class SimResult:
         busy: per rank, total time spent in actions.
         idle_fraction: per rank, ``1 - busy / makespan``.
         peak_activations: per stage, the most microbatches whose forward has started and
-            whose backward has not yet ended.
+            whose backward (``B``, or ``W`` when split) has not yet ended.
         rank_peak_activations: per rank, the same count summed over the rank's stages at each
             instant (what one rank's memory holds; differs from the per-stage peaks when a
             rank runs several stages, as in interleaved 1F1B).
@@ -319,6 +410,11 @@ class SimResult:
     grid: dict[int, list[Action | None]] | None = field(default=None)
     rank_peak_activations: dict[int, int] = field(default_factory=dict)
 
+    @property
+    def bubble(self) -> float:
+        """Mean idle fraction over the ranks: the pipeline bubble of this dry run."""
+        return sum(self.idle_fraction.values()) / max(len(self.idle_fraction), 1)
+
 
 def _per_stage(value: float | Sequence[float], n_stages: int, name: str) -> list[float]:
     if isinstance(value, (int, float)):
@@ -333,14 +429,18 @@ def _per_stage(value: float | Sequence[float], n_stages: int, name: str) -> list
     return vals
 
 
-def _deps(a: Action, n_stages: int, mbs: Iterable[int]) -> list[Action]:
+def _deps(a: Action, n_stages: int, mbs: Iterable[int], grad: dict[tuple[int, int], Action]
+          ) -> list[Action]:
     """Actions whose results ``a`` consumes (same-rank order is the rank's own list order)."""
     if a.kind == "F":
         return [F(a.stage - 1, a.microbatch)] if a.stage > 0 else []
-    if a.kind == "B":
-        up = [B(a.stage + 1, a.microbatch)] if a.stage < n_stages - 1 else []
+    if a.kind in ("B", "I"):
+        up = [grad[(a.stage + 1, a.microbatch)]] if a.stage < n_stages - 1 else []
         return up + [F(a.stage, a.microbatch)]
-    return [B(a.stage, m) for m in mbs]
+    if a.kind == "W":
+        return [I(a.stage, a.microbatch)]
+    # the step waits for every backward of its stage, on every rank (the all-reduce)
+    return [W(a.stage, m) if grad[(a.stage, m)].kind == "I" else B(a.stage, m) for m in mbs]
 
 
 def simulate(
@@ -349,18 +449,28 @@ def simulate(
     t_b: float | Sequence[float] = 1,
     t_s: float | Sequence[float] = 0,
     t_comm: float = 0,
+    t_w: float | Sequence[float] | None = None,
 ) -> SimResult:
     """Dry-run a schedule: each rank runs its actions in order, each as soon as its inputs exist.
 
-    Times are per action (a number, or one per stage): ``t_f`` forward, ``t_b`` backward, ``t_s``
-    optimizer step; ``t_comm`` is added to a dependency that crosses ranks. Sends never block.
-    Raises :class:`DeadlockError` naming every stuck rank, its step and what it waits for.
+    Times are per action (a number, or one per stage): ``t_f`` forward, ``t_b`` full backward,
+    ``t_s`` optimizer step; a split backward takes ``t_b - t_w`` for ``I`` and ``t_w`` for ``W``
+    (default ``t_w = t_b / 2``). ``t_comm`` is added to a dependency that crosses ranks. Sends
+    never block. A stage may run on several ranks (replicated schedules). Raises
+    :class:`DeadlockError` naming every stuck rank, its step and what it waits for.
     """
-    owner = stage_ranks(schedule)
-    n_stages = max(owner) + 1
+    homes = _stage_homes(schedule, True)
+    n_stages = max(homes) + 1
+    tb = _per_stage(t_b, n_stages, "t_b")
+    tw = [b / 2 for b in tb] if t_w is None else _per_stage(t_w, n_stages, "t_w")
+    for s, (b, w) in enumerate(zip(tb, tw, strict=True)):
+        if w > b:
+            raise ScheduleError(f"t_w[{s}]: the weight half ({w}) exceeds the backward ({b})")
     dur = {
         "F": _per_stage(t_f, n_stages, "t_f"),
-        "B": _per_stage(t_b, n_stages, "t_b"),
+        "B": tb,
+        "I": [b - w for b, w in zip(tb, tw, strict=True)],
+        "W": tw,
         "S": _per_stage(t_s, n_stages, "t_s"),
     }
     if not (t_comm >= 0 and math.isfinite(t_comm)):
@@ -368,6 +478,9 @@ def simulate(
     mbs = sorted({a.microbatch for acts in schedule.values() for a in acts
                   if a is not None and a.kind == "F"})
     scheduled = {a for acts in schedule.values() for a in acts if a is not None}
+    where = {a: r for r, acts in schedule.items() for a in acts if a is not None}
+    grad = {(s, m): I(s, m) if I(s, m) in scheduled else B(s, m)
+            for s in range(n_stages) for m in mbs}
 
     ranks = sorted(schedule)
     todo = {r: [(i, a) for i, a in enumerate(schedule[r]) if a is not None] for r in ranks}
@@ -382,16 +495,18 @@ def simulate(
         for r in ranks:
             while ptr[r] < len(todo[r]):
                 _, a = todo[r][ptr[r]]
-                deps = _deps(a, n_stages, mbs)
+                deps = _deps(a, n_stages, mbs, grad)
                 if any(d not in end for d in deps):
                     break
                 ready = max(
-                    [end[d] + (t_comm if owner.get(d.stage) != r else 0) for d in deps],
+                    [end[d] + (t_comm if where.get(d) != r else 0) for d in deps],
                     default=0.0,
                 )
                 start = max(free[r], ready)
-                free[r] = end[a] = start + dur[a.kind][a.stage]
-                events[r].append((a, start, end[a]))
+                free[r] = start + dur[a.kind][a.stage]
+                if a.kind != "S":  # S may run on several ranks; nothing waits for it
+                    end[a] = free[r]
+                events[r].append((a, start, free[r]))
                 ptr[r] += 1
                 progress = True
 
@@ -399,7 +514,7 @@ def simulate(
     for r in ranks:
         if ptr[r] < len(todo[r]):
             i, a = todo[r][ptr[r]]
-            waits = next(d for d in _deps(a, n_stages, mbs) if d not in end)
+            waits = next(d for d in _deps(a, n_stages, mbs, grad) if d not in end)
             stuck[r] = (i, a, waits)
     if stuck:
         lines = []
@@ -407,7 +522,7 @@ def simulate(
             if w not in scheduled:
                 why = "which no rank's schedule contains"
             else:
-                wr = owner[w.stage]
+                wr = where[w]
                 wi, wa, _ = stuck[wr]
                 why = f"which rank {wr} never reaches (it is stuck at step {wi}: {wa})"
             lines.append(f"  rank {r} step {i}: {a} waits for {w}, {why}")
@@ -428,6 +543,23 @@ def simulate(
     )
 
 
+def bubble_formula(schedule: str, n_ranks: int, n_microbatches: int, virtual: int = 1) -> float:
+    """The textbook bubble fraction at unit times (``t_F = t_I = t_W``, ``t_B = t_I + t_W``).
+
+    GPipe and 1F1B: ``(P - 1) / (m + P - 1)``; interleaved 1F1B: ``(P - 1) / (v m + P - 1)``
+    (Narayanan et al. 2021); ZB-H1: ``(P - 1) / (3 m + P - 1)``, its drain costs ``(P - 1)
+    (t_F + t_I - t_W)`` instead of ``(P - 1)(t_F + t_B)`` (Qi et al. 2023).
+    """
+    p, m = n_ranks, n_microbatches
+    if schedule in ("gpipe", "1f1b"):
+        return (p - 1) / (m + p - 1)
+    if schedule == "interleaved":
+        return (p - 1) / (virtual * m + p - 1)
+    if schedule == "zb-h1":
+        return (p - 1) / (3 * m + p - 1)
+    raise ScheduleError(f"bubble_formula: unknown schedule {schedule!r}")
+
+
 Events = dict[int, list[tuple[Action, float, float]]]
 
 
@@ -441,7 +573,7 @@ def _peak_activations(events: Events, n: int, by_rank: bool = False) -> dict[int
             key = r if by_rank else a.stage
             if a.kind == "F":
                 marks[key].append((start, 1))
-            elif a.kind == "B":
+            elif a.kind in ("B", "W"):
                 marks[key].append((end, -1))
     peak = {}
     for s, ms in marks.items():

@@ -1,37 +1,33 @@
-"""Split learning built-in: a model cut into pipeline stages and trained with microbatches.
+"""Split learning built-in: hospitals (clients) keep their data and the bottom (and head) layers,
+server ranks run the middle, trained with microbatch pipeline schedules.
 
-Numerical parts (NumPy, or CuPy through ``xp``): layers, loss, optimizers, data and client
-shards, the serial reference trainer, a single-process schedule executor (the oracle for the
-MPI one), distance correlation for the privacy audit, and the layer-partition planner.
+It is one user of :mod:`streampipe.train`: the :class:`SplitLearning` layout (clients, U-shape,
+round-robin turns, the privacy audit) plus its data (the 8x8 digits, client shards), the serial
+round-robin oracle and distance correlation. Layers, losses, optimizers and the executor are the
+framework's (``streampipe.train.layers`` etc.).
 """
+
+from streampipe.train.layers import GELU, Conv2d, Flatten, Layer, Linear, ReLU, Reshape, Sequential
+from streampipe.train.local import microbatch_bounds, run_schedule_local
+from streampipe.train.losses import softmax_cross_entropy
+from streampipe.train.model_spec import build_model, mlp
+from streampipe.train.optim import SGD, Adam, make_optimizer
+from streampipe.train.partition import balance_by_time, measure_layer_times, stage_times
 
 from .data import Dataset, load_digits, shard, synthetic_digits, train_test_split
 from .dcor import dcor2_biased, dcor2_u
-from .layers import GELU, Conv2d, Flatten, Layer, Linear, ReLU, Reshape, Sequential
-from .loss import softmax_cross_entropy
-from .model import build_model, mlp
-from .optim import SGD, Adam, make_optimizer
-from .partition import balance_by_time, measure_layer_times, stage_times
-from .pipelined import StageWorker, run_schedule_local
-from .splitnn import TrainConfig, parse_train, round_robin, train_round_robin_serial
-from .topology import Topology
-from .trainer import (
-    TrainResult,
-    accumulate_minibatch,
-    evaluate,
-    microbatch_bounds,
-    minibatches,
-    train_serial,
-)
+from .splitnn import parse_train, train_round_robin_serial
+from .topology import SplitLearning, round_robin
+from .trainer import TrainResult, accumulate_minibatch, evaluate, minibatches, train_serial
 
 __all__ = [
     "Dataset", "load_digits", "shard", "synthetic_digits", "train_test_split",
-    "dcor2_biased", "dcor2_u",
+    "dcor2_biased", "dcor2_u", "SplitLearning", "parse_train", "round_robin",
+    "train_round_robin_serial", "TrainResult", "accumulate_minibatch", "evaluate",
+    "minibatches", "train_serial",
+    # the framework's numerical parts, re-exported for split-learning users
     "GELU", "Conv2d", "Flatten", "Layer", "Linear", "ReLU", "Reshape", "Sequential",
     "softmax_cross_entropy", "build_model", "mlp", "SGD", "Adam", "make_optimizer",
-    "StageWorker", "run_schedule_local",
-    "TrainConfig", "parse_train", "round_robin", "train_round_robin_serial", "Topology",
-    "balance_by_time", "measure_layer_times", "stage_times",
-    "TrainResult", "accumulate_minibatch", "evaluate", "microbatch_bounds", "minibatches",
-    "train_serial",
+    "balance_by_time", "measure_layer_times", "stage_times", "microbatch_bounds",
+    "run_schedule_local",
 ]

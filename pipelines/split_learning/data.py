@@ -7,16 +7,13 @@ from ten fixed 8x8 glyphs with pixel noise and one-pixel shifts, so the pipeline
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 
+from streampipe.train.data import Dataset
+
 __all__ = ["Dataset", "load_digits", "synthetic_digits", "train_test_split", "shard"]
-
-
-class Dataset(NamedTuple):
-    X: np.ndarray  # (n, 64) features in [0, 1]
-    y: np.ndarray  # (n,) int64 labels 0..9
 
 
 def load_digits(source: str = "auto", dtype: Any = np.float32) -> Dataset:
@@ -73,23 +70,30 @@ def synthetic_digits(n: int = 1800, *, noise: float = 0.25, seed: int = 0,
     return Dataset(imgs.reshape(n, 64).astype(dtype), y.astype(np.int64))
 
 
-def train_test_split(data: Dataset, test_fraction: float = 0.25, seed: int = 0
-                     ) -> tuple[Dataset, Dataset]:
-    """Shuffle with ``seed`` and split off ``test_fraction`` of the samples."""
+def train_test_split(data: Dataset, test_fraction: float = 0.25, seed: int = 0,
+                     shuffle: bool = True) -> tuple[Dataset, Dataset]:
+    """Shuffle with ``seed`` and split off ``test_fraction`` of the samples.
+
+    ``shuffle=False`` keeps file order: the last ``test_fraction`` of the rows are the test set.
+    """
     if not 0 < test_fraction < 1:
         raise ValueError(f"test_fraction: must be in (0, 1), got {test_fraction}")
     n = len(data.y)
-    perm = np.random.default_rng(seed).permutation(n)
     n_test = int(round(n * test_fraction))
-    te, tr = perm[:n_test], perm[n_test:]
+    if shuffle:
+        perm = np.random.default_rng(seed).permutation(n)
+        te, tr = perm[:n_test], perm[n_test:]
+    else:
+        tr, te = np.arange(n - n_test), np.arange(n - n_test, n)
     return Dataset(data.X[tr], data.y[tr]), Dataset(data.X[te], data.y[te])
 
 
 def shard(data: Dataset, n_clients: int, mode: str = "iid", *, alpha: float = 0.5,
-          seed: int = 0) -> list[Dataset]:
+          seed: int = 0, shuffle: bool = True) -> list[Dataset]:
     """Split ``data`` among ``n_clients``.
 
-    ``mode="iid"``: a random permutation cut into near-equal parts. ``mode="label_skew"``: for
+    ``mode="iid"``: a random permutation cut into near-equal parts (``shuffle=False``: the rows
+    in order, cut into near-equal contiguous parts). ``mode="label_skew"``: for
     each class, client shares drawn from Dirichlet(``alpha``) (smaller alpha, more skew), the
     common non-IID benchmark recipe. Every sample goes to exactly one client; no client is empty.
     """
@@ -97,7 +101,8 @@ def shard(data: Dataset, n_clients: int, mode: str = "iid", *, alpha: float = 0.
         raise ValueError(f"n_clients: must be an integer in 1..{len(data.y)}, got {n_clients!r}")
     rng = np.random.default_rng(seed)
     if mode == "iid":
-        parts = np.array_split(rng.permutation(len(data.y)), n_clients)
+        order = rng.permutation(len(data.y)) if shuffle else np.arange(len(data.y))
+        parts = np.array_split(order, n_clients)
     elif mode == "label_skew":
         if not alpha > 0:
             raise ValueError(f"alpha: must be > 0, got {alpha}")

@@ -1,72 +1,87 @@
-"""Who runs what in split learning: client and server ranks, stage owners, per-rank schedules.
+"""Who runs what in split learning: the :class:`SplitLearning` layout of a ``[train]`` job.
 
 The model is cut into ``S`` pipeline stages. Stage 0 (the bottom, next to the raw data) always
 runs on the client whose turn it is; with ``u_shape`` the last stage (the head, next to the
 labels) does too, so labels never leave the client. The stages in between run on server ranks,
-one stage per rank (the server side may itself be a pipeline). Ranks: clients ``0..C-1``, then
-the server stages in order.
+one stage per rank (the server side may itself be a pipeline, e.g. a chain of hospitals). Ranks:
+clients ``0..C-1``, then the server stages in order. Each client's turn is one *path* of
+:class:`streampipe.train.Layout`: its stage 0 (and head) on the client's rank.
 
 With ``schedule = "interleaved"`` (Megatron's interleaved 1F1B, ``virtual = V`` model chunks per
 rank) the pipeline has ``P = S / V`` positions and stage ``s`` runs at position ``s % P``:
 position 0 is the active client (stages ``0, P, 2P, ...``, one copy per client like the bottom),
 positions ``1..P-1`` are the server ranks. Activations of stage ``s = kP + P - 1`` wrap around
-from the last server rank back to the client. The per-position action lists of
-:func:`streampipe.schedule.interleaved_1f1b` are used as they are (no merge needed).
+from the last server rank back to the client.
 
-The pipeline schedule (GPipe or 1F1B from :mod:`streampipe.schedule`) is built over the ``S``
-stages as if each had its own rank, dry-run at unit time, and the actions of stages that share a
-physical rank (the U-shape client) are merged in order of their dry-run start times. That order
-is a topological order of every dependency, so the merged schedule cannot deadlock (and is
-checked by :func:`streampipe.schedule.validate` anyway); each stage keeps its own action order,
-so its gradients are still added in microbatch order.
-
-Pure Python: no MPI, no numpy; ``streampipe plan`` and the tests use it directly.
+The per-rank schedules, links and merge of a client's two stages (U-shape) are the framework's
+(:class:`streampipe.train.layout.Layout`); this class only says where stages live, what the
+stage copies are called, where the data comes from, the round-robin step order and the privacy
+audit at the end.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from functools import cached_property
+from collections.abc import Iterator
+from typing import Any
 
-from streampipe.schedule import (
-    Action,
-    Schedule,
-    gpipe,
-    interleaved_1f1b,
-    one_f_one_b,
-    simulate,
-    validate,
-)
+import numpy as np
 
-__all__ = ["Topology", "SCHEDULES"]
+from streampipe.train import Layout
+from streampipe.train.data import Dataset, minibatch_order
 
-SCHEDULES = {"gpipe": gpipe, "1f1b": one_f_one_b, "interleaved": interleaved_1f1b}
-LINK_KINDS = ("activation", "gradient", "label")
+from .data import load_digits, shard, train_test_split
+
+__all__ = ["SplitLearning", "DIGITS_SOURCES", "round_robin"]
+
+DIGITS_SOURCES = ("auto", "sklearn", "synthetic")
 
 
-@dataclass(frozen=True)
-class Topology:
-    """Ranks and per-minibatch schedules of a split-learning job (see the module docstring)."""
+def round_robin(sizes: list[int], minibatch: int, epoch: int) -> Iterator[tuple[int, int]]:
+    """``(client, j)`` for every step of an epoch: clients take turns, round ``j`` by round."""
+    counts = [n // minibatch for n in sizes]
+    for j in range(max(counts, default=0)):
+        for c, k in enumerate(counts):
+            if j < k:
+                yield c, j
 
-    n_stages: int
-    clients: int
-    u_shape: bool
-    schedule: str
-    microbatches: int
-    virtual: int = 1  # model chunks per rank (schedule "interleaved" only)
 
-    def __post_init__(self) -> None:
-        if self.schedule not in SCHEDULES:
-            raise ValueError(f"train.schedule: must be one of {sorted(SCHEDULES)}, "
-                             f"got {self.schedule!r}")
+class SplitLearning(Layout):
+    """Clients holding data and the bottom (and head) stages, server ranks the middle.
+
+    Extra ``[train]`` keys: ``clients`` (1), ``u_shape`` (false), ``audit_samples`` (300),
+    ``rank_names`` (one name per rank for the report and audit, e.g. hospitals; default
+    ``client{c}``, ``server{i}``);
+    ``[train.data]``: ``source`` may also be ``"auto"`` (default), ``"sklearn"`` or
+    ``"synthetic"`` (the 8x8 digits), ``test_fraction`` (0.25, when the source has no test
+    split), ``shard`` ("iid" or "label_skew"), ``alpha`` (0.5), ``limit`` (0 = all).
+    """
+
+    KEYS = {"clients": int, "u_shape": bool, "audit_samples": int, "rank_names": list}
+    DATA_KEYS = {"test_fraction": float, "shard": str, "alpha": float, "limit": int}
+    title = "split learning"
+
+    def __init__(self, cfg: Any) -> None:
+        self.clients = int(cfg.extra.get("clients", 1))
+        self.u_shape = bool(cfg.extra.get("u_shape", False))
+        self.audit_samples = int(cfg.extra.get("audit_samples", 300))
         if self.clients < 1:
             raise ValueError(f"train.clients: must be >= 1, got {self.clients}")
+        super().__init__(cfg)
+        names = cfg.extra.get("rank_names", [])
+        if names and (len(names) != self.size or len(set(names)) != len(names)
+                      or not all(isinstance(n, str) and n for n in names)):
+            raise ValueError(f"train.rank_names: needs {self.size} distinct names (one per "
+                             f"rank), got {names!r}")
+        self.names = list(names)
+        if any(k != 1 for k in cfg.replicas):
+            raise ValueError("train.replicas: split learning runs one rank per server stage "
+                             "(data-parallel replicas are for the plain pipeline layout)")
         if self.interleaved:
-            self._check_interleaved()
+            if self.u_shape:
+                raise ValueError("train.u_shape: not supported with schedule \"interleaved\" "
+                                 "(its layout puts the last stage on the last server rank, "
+                                 "not the client)")
             return
-        if self.virtual != 1:
-            raise ValueError(f"train.virtual: only schedule \"interleaved\" uses it; must be 1 "
-                             f"for schedule {self.schedule!r}, got {self.virtual}")
         need = 3 if self.u_shape else 2
         if self.n_stages < need:
             raise ValueError(
@@ -74,40 +89,11 @@ class Topology:
                 f"{need} stages (client bottom, server{', client head' if self.u_shape else ''}),"
                 f" got {self.n_stages} stage(s) from {self.n_stages - 1} cut(s)")
 
-    def _check_interleaved(self) -> None:
-        v, n = self.virtual, self.n_stages
-        if not isinstance(v, int) or v < 2:
-            raise ValueError(f"train.virtual: must be >= 2 for schedule \"interleaved\", got {v!r}")
-        if self.u_shape:
-            raise ValueError("train.u_shape: not supported with schedule \"interleaved\" (its "
-                             "layout puts the last stage on the last server rank, not the client)")
-        if n % v or n < 2 * v:
-            raise ValueError(f"train.cuts: schedule \"interleaved\" with virtual = {v} needs a "
-                             f"multiple of {v} stages, at least {2 * v} (a client and a server "
-                             f"rank), got {n} stage(s) from {n - 1} cut(s)")
-        if self.microbatches % self.pipeline_ranks:
-            raise ValueError(f"train.microbatches: must be a multiple of the number of pipeline "
-                             f"ranks ({self.pipeline_ranks}) for schedule \"interleaved\", got "
-                             f"{self.microbatches}")
-
-    # ------------------------------------------------------------------ ranks
-    @property
-    def last(self) -> int:
-        return self.n_stages - 1
-
-    @property
-    def interleaved(self) -> bool:
-        return self.schedule == "interleaved"
-
-    @property
-    def pipeline_ranks(self) -> int:
-        """Ranks on one client's path: the active client plus the server ranks."""
-        return self.n_stages // self.virtual if self.interleaved else 1 + self.server_ranks
-
+    # ------------------------------------------------------------------ placement
     @property
     def client_stages(self) -> tuple[int, ...]:
         if self.interleaved:
-            return tuple(range(0, self.n_stages, self.pipeline_ranks))
+            return tuple(range(0, self.n_stages, self.n_positions))
         return (0, self.last) if self.u_shape else (0,)
 
     @property
@@ -116,42 +102,43 @@ class Topology:
         return tuple(s for s in range(self.n_stages) if s not in mine)
 
     @property
-    def server_ranks(self) -> int:
-        """Server ranks: one per server stage, or ``P - 1`` when interleaved."""
+    def n_positions(self) -> int:
         if self.interleaved:
-            return self.pipeline_ranks - 1
-        return len(self.server_stages)
+            return self.n_stages // self.virtual
+        return 1 + len(self.server_stages)
+
+    def stage_position(self, stage: int) -> int:
+        if self.interleaved:
+            return stage % self.n_positions
+        return 0 if stage in self.client_stages else self.server_stages.index(stage) + 1
+
+    @property
+    def n_paths(self) -> int:
+        return self.clients
+
+    @property
+    def server_ranks(self) -> int:
+        return self.n_positions - 1
 
     @property
     def size(self) -> int:
-        """Number of MPI ranks: one per client plus the server ranks."""
         return self.clients + self.server_ranks
 
-    def _position(self, stage: int) -> int:
-        """Pipeline position of a stage: 0 = the active client, ``i >= 1`` = server rank i."""
-        if self.interleaved:
-            return stage % self.pipeline_ranks
-        return 0 if stage in self.client_stages else self.server_stages.index(stage) + 1
+    def position_ranks(self, path: int, position: int) -> tuple[int, ...]:
+        return (path,) if position == 0 else (self.clients + position - 1,)
 
     def is_client(self, rank: int) -> bool:
         return rank < self.clients
 
-    def owner(self, client: int) -> dict[int, int]:
-        """Stage -> rank while ``client`` has its turn."""
-        return {s: client if (p := self._position(s)) == 0 else self.clients + p - 1
-                for s in range(self.n_stages)}
-
-    def stages_of(self, rank: int) -> tuple[int, ...]:
-        """The stages a rank holds weights for (a client holds them whether active or not)."""
-        if self.is_client(rank):
-            return self.client_stages
-        return tuple(s for s in self.server_stages
-                     if self._position(s) == rank - self.clients + 1)
-
     def rank_name(self, rank: int) -> str:
+        if self.names:
+            return self.names[rank]
         if self.is_client(rank):
             return f"client{rank}"
         return f"server{rank - self.clients + 1}"
+
+    def path_name(self, path: int) -> str:
+        return self.rank_name(path)
 
     def stage_name(self, stage: int, client: int | None = None) -> str:
         """Checkpoint name of a stage's weights: client stages exist once per client."""
@@ -160,65 +147,80 @@ class Topology:
             return f"client{client}_{part}"
         return f"server_stage{stage}"
 
-    # ------------------------------------------------------------------ schedules
-    @cached_property
-    def template(self) -> Schedule:
-        """The schedule over stages, one virtual rank per stage (interleaved: per position)."""
-        if self.interleaved:
-            return interleaved_1f1b(self.pipeline_ranks, self.microbatches, self.virtual)
-        return SCHEDULES[self.schedule](self.n_stages, self.microbatches)
+    def copies(self, rank: int) -> dict[int, str]:
+        if self.is_client(rank):
+            return {s: self.stage_name(s, rank) for s in self.client_stages}
+        pos = rank - self.clients + 1
+        return {s: self.stage_name(s) for s in self.server_stages
+                if self.stage_position(s) == pos}
 
-    @cached_property
-    def _starts(self) -> dict[Action, float]:
-        sim = simulate(self.template)
-        return {a: start for ev in sim.events.values() for a, start, _ in ev}
+    def _describe_extra(self) -> str:
+        return (f"; {self.clients} client(s), {self.server_ranks} server rank(s), "
+                f"{'U-shaped' if self.u_shape else 'labels sent to the server'}")
 
-    def physical(self, client: int = 0) -> Schedule:
-        """Rank -> actions while ``client`` has its turn (other clients have no actions)."""
-        owner = self.owner(client)
-        out: Schedule = {}
-        if self.interleaved:  # one position per rank: keep each position's own order
-            for pos, acts in self.template.items():
-                out[owner[pos]] = [a for a in acts if a is not None]
-            validate(out)
-            return out
-        starts = self._starts
-        for rank in sorted(set(owner.values())):
-            mine = [s for s, r in owner.items() if r == rank]
-            acts = [a for s in mine for a in self.template[s] if a is not None]
-            out[rank] = sorted(acts, key=lambda a: (starts[a], a.stage))
-        validate(out)
-        return out
+    # ------------------------------------------------------------------ data and order
+    def uses_source(self, cfg: Any) -> bool:
+        return cfg.data.get("source", "auto") not in DIGITS_SOURCES
 
-    def actions(self, rank: int, client: int) -> list[Action]:
-        """What ``rank`` does in a minibatch step of ``client``."""
-        return self.physical(client).get(rank, [])
+    def load_data(self, cfg: Any, data: Any) -> tuple[dict[int, Any], Any]:
+        """Client shards of the training split, and the test split."""
+        d = cfg.data
+        shuffle = cfg.shuffle
+        if data is None:
+            full = load_digits(d.get("source", "auto"), dtype=cfg.np_dtype)
+            train, test = train_test_split(full, float(d.get("test_fraction", 0.25)),
+                                           seed=cfg.seed, shuffle=shuffle)
+        elif data.test is None:
+            train, test = train_test_split(data.train, float(d.get("test_fraction", 0.25)),
+                                           seed=cfg.seed, shuffle=shuffle)
+        else:
+            train, test = data.train, data.test
+        limit = int(d.get("limit", 0))
+        if limit:
+            train = Dataset(train.X[:limit], train.y[:limit])
+        shards = shard(train, self.clients, d.get("shard", "iid"),
+                       alpha=float(d.get("alpha", 0.5)), seed=cfg.seed, shuffle=shuffle)
+        return dict(enumerate(shards)), test
 
-    def links(self) -> list[tuple[int, int, str]]:
-        """Every (src, dst, kind) that carries data in some step, in a fixed order.
+    def steps(self, epoch: int, sizes: dict[int, int]) -> Iterator[tuple[int, np.ndarray]]:
+        """Round robin: client ``c``'s ``j``-th minibatch, clients in turn (see splitnn)."""
+        cfg = self.cfg
+        order = {c: minibatch_order(n, cfg.minibatch, epoch, cfg.seed, cfg.shuffle, (c,))
+                 for c, n in sizes.items()}
+        for c, j in round_robin([sizes[c] for c in range(self.clients)], cfg.minibatch, epoch):
+            yield c, order[c][j]
 
-        Index ``i`` of this list is the link's edge id offset, so all ranks agree on edge ids.
-        """
-        found: set[tuple[int, int, str]] = set()
+    def rng_note(self, seed: int, epoch: int) -> str:
+        if not self.cfg.shuffle:
+            return "file order (shuffle = false)"
+        return f"default_rng([{seed}, client, {epoch}]) for the next epoch"
+
+    # ------------------------------------------------------------------ the privacy audit
+    def finish(self, session: Any) -> dict[str, Any]:
+        """dCor² between a client's raw inputs and its cut-layer activations (client ranks)."""
+        from .dcor import dcor2_u
+
+        rank = session.rank
+        if not self.is_client(rank) or rank not in session.mine:
+            return {"dcor2_u": float("nan")}
+        data = session.mine[rank]
+        n = min(self.audit_samples, len(data.y))
+        if n < 4:
+            return {"dcor2_u": float("nan")}
+        bottom = session.workers[0]
+        X = data.X[:n]
+        act = bottom.to_wire(bottom.predict(bottom.from_wire(session.model.as_input(X))))
+        return {"dcor2_u": dcor2_u(np.asarray(X, np.float64), np.asarray(act))}
+
+    def result(self, ranks: list[dict[str, Any]]) -> dict[str, Any]:
+        return {"dcor2_u": [ranks[c]["dcor2_u"] for c in range(self.clients)]}
+
+    def report_lines(self, result: dict[str, Any], ranks: list[dict[str, Any]]) -> list[str]:
+        lines = []
         for c in range(self.clients):
-            own = self.owner(c)
-            for s in range(self.last):
-                a, b = own[s], own[s + 1]
-                if a != b:
-                    found.add((a, b, "activation"))
-                    found.add((b, a, "gradient"))
-            if own[0] != own[self.last]:
-                found.add((own[0], own[self.last], "label"))
-        return sorted(found, key=lambda x: (x[0], x[1], LINK_KINDS.index(x[2])))
-
-    def describe(self) -> str:
-        """A few lines for ``streampipe plan``: ranks, their stages, and the links."""
-        sched = (f"{self.schedule} ({self.virtual} model chunks per rank)" if self.interleaved
-                 else self.schedule)
-        lines = [f"split learning: {self.clients} client(s), {self.server_ranks} server "
-                 f"rank(s), {'U-shaped' if self.u_shape else 'labels sent to the server'}"
-                 f"; schedule {sched}, {self.microbatches} microbatches"]
-        for r in range(self.size):
-            st = ", ".join(str(s) for s in self.stages_of(r))
-            lines.append(f"  rank {r:>2}  {self.rank_name(r):<10} stage(s) {st}")
-        return "\n".join(lines)
+            name = self.rank_name(c)
+            leaked = [k for k in ("label", "input") if result["crossed"][name].get(k, [0])[0]]
+            lines.append(f"privacy: {name} sent {' and '.join(leaked) if leaked else 'no'} "
+                         f"label/input arrays; dCor²(raw input, cut activation) = "
+                         f"{result['dcor2_u'][c]:.3f} (bias-corrected)")
+        return lines

@@ -1,4 +1,4 @@
-"""The serial reference trainer: what pipelined training must reproduce.
+"""The serial reference trainer for streampipe layers: what pipelined training must reproduce.
 
 Gradient convention (DESIGN.md): each microbatch contributes the gradient of its *summed* loss,
 the contributions are added in microbatch order, and the total is divided by the minibatch size
@@ -17,9 +17,10 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from .data import Dataset
-from .layers import Sequential
-from .loss import softmax_cross_entropy
+from streampipe.train.data import Dataset, minibatch_order
+from streampipe.train.layers import Sequential
+from streampipe.train.local import microbatch_bounds
+from streampipe.train.losses import loss_fn
 
 __all__ = ["TrainResult", "minibatches", "microbatch_bounds", "accumulate_minibatch",
            "train_serial", "evaluate"]
@@ -35,35 +36,23 @@ def minibatches(n: int, minibatch: int, epoch: int, seed: int = 0) -> Iterator[n
 
     The incomplete last minibatch is dropped so every step divides by the same size.
     """
-    if not isinstance(minibatch, int) or not 1 <= minibatch <= n:
-        raise ValueError(f"minibatch: must be an integer in 1..{n}, got {minibatch!r}")
-    perm = np.random.default_rng([seed, epoch]).permutation(n)
-    for k in range(n // minibatch):
-        yield perm[k * minibatch:(k + 1) * minibatch]
+    yield from minibatch_order(n, minibatch, epoch, seed)
 
 
-def microbatch_bounds(minibatch: int, n_micro: int) -> list[tuple[int, int]]:
-    """``[(start, stop), ...]`` of ``n_micro`` near-equal microbatches of a minibatch."""
-    if not isinstance(n_micro, int) or not 1 <= n_micro <= minibatch:
-        raise ValueError(
-            f"n_micro: must be an integer in 1..minibatch={minibatch}, got {n_micro!r}"
-        )
-    edges = [(minibatch * i) // n_micro for i in range(n_micro + 1)]
-    return list(zip(edges, edges[1:], strict=False))
-
-
-def accumulate_minibatch(model: Sequential, X: Any, y: Any, n_micro: int) -> float:
+def accumulate_minibatch(model: Sequential, X: Any, y: Any, n_micro: int,
+                         loss: str = "cross_entropy") -> float:
     """Zero the grads, add each microbatch's summed-loss gradient in order, divide by len(y) once.
 
     Returns the minibatch's summed loss. Leaves the averaged gradient in ``model.grads``.
     """
     model.zero_grad()
+    fn = loss_fn(loss)
     total = 0.0
     for a, b in microbatch_bounds(len(y), n_micro):
-        logits = model.forward(X[a:b], mb=a)
-        loss, g = softmax_cross_entropy(logits, y[a:b], reduction="sum")
+        out = model.forward(X[a:b], mb=a)
+        value, g = fn(out, y[a:b], reduction="sum")
         model.backward(g, mb=a)
-        total += float(loss)
+        total += float(value)
     for g in model.grads:
         g /= len(y)
     return total
@@ -102,7 +91,6 @@ def evaluate(model: Sequential, data: Dataset, batch: int = 512) -> float:
     correct = 0
     for a in range(0, len(data.y), batch):
         logits = model.forward(X[a:a + batch], mb=("eval", a))
-        for layer in model.layers:  # inference: drop what forward kept for a backward
-            layer._saved.pop(("eval", a), None)
+        model.drop(("eval", a))  # inference: drop what forward kept for a backward
         correct += int((xp.argmax(logits, axis=1) == xp.asarray(data.y[a:a + batch])).sum())
     return correct / len(data.y)

@@ -34,7 +34,7 @@ def test_interleaved_equals_serial_and_dry_run_peaks(tmp_path, clients):
     train = _interleaved(clients=clients, checkpoint=ckpt)
     run = _run(tmp_path, train)
     cfg = parse_train(train)
-    topo = cfg.topology
+    topo = cfg.layout()
     assert topo.size == clients + 1  # P = 2 pipeline positions: the active client + 1 server
     shards, _ = load_data(cfg)
     assert _max_diff(ckpt, train_round_robin_serial(cfg, shards)) <= 1e-10

@@ -9,13 +9,11 @@ real difference (a dropped or duplicated microbatch moves weights by ~1e-3).
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from pipelines.split_learning import checkpoint
 from pipelines.split_learning.dcor import dcor2_u
 from pipelines.split_learning.splitnn import (
     evaluate_clients,
@@ -23,9 +21,12 @@ from pipelines.split_learning.splitnn import (
     parse_train,
     train_round_robin_serial,
 )
+from streampipe.job import load_job
 from streampipe.runfile import read
 from streampipe.schedule import simulate
+from streampipe.train import checkpoint
 from tests.mpiutil import streampipe
+from tests.train_jobs import train_toml
 
 pytestmark = pytest.mark.mpi
 
@@ -36,17 +37,7 @@ MODEL = [{"type": "linear", "in": 64, "out": 24}, {"type": "relu"},
 
 
 def _toml(train: dict) -> str:
-    """A [train] job file (json literals are valid TOML for these strings, numbers, lists)."""
-    lines = ["[pipeline]", 'name = "train-test"', "", "[train]"]
-    tables = {k: v for k, v in train.items() if isinstance(v, dict)}
-    for k, v in train.items():
-        if k != "model" and k not in tables:
-            lines.append(f"{k} = {json.dumps(v)}")
-    for k, t in tables.items():
-        lines += ["", f"[train.{k}]"] + [f"{a} = {json.dumps(b)}" for a, b in t.items()]
-    for layer in train["model"]:
-        lines += ["", "[[train.model]]"] + [f"{a} = {json.dumps(b)}" for a, b in layer.items()]
-    return "\n".join(lines) + "\n"
+    return train_toml({"uses": "pipelines.split_learning:SplitLearning", **train})
 
 
 def _small(**kw) -> dict:
@@ -75,7 +66,7 @@ def _max_diff(path: str, state: dict) -> float:
     for name, (stage, _) in state.items():
         for k, layer in enumerate(stage.layers):
             for pname, p in zip(("weight", "bias"), layer.params, strict=False):
-                worst = max(worst, float(np.abs(saved[name]["layers"][k][pname] - p).max()))
+                worst = max(worst, float(np.abs(saved[name]["layers"][str(k)][pname] - p).max()))
     return worst
 
 
@@ -102,10 +93,10 @@ def test_pipelined_equals_serial(tmp_path, schedule, clients, u_shape, cuts):
     assert _max_diff(ckpt, state) <= 1e-10
     # peak live microbatches per stage rank = the schedule's own dry-run count
     # (GPipe m on every stage; 1F1B min(m, P - s)), measured from the layers' saved inputs
-    topo = cfg.topology
+    topo = cfg.layout()
     sim = simulate(topo.template)
     for s in topo.server_stages:
-        r = topo.owner(0)[s]
+        r = topo.route(0)[s][0]
         assert run["ranks"][r]["peak_live"] == sim.peak_activations[s]
     if not u_shape and clients == 1:
         assert run["ranks"][0]["peak_live"] == sim.peak_activations[0]
@@ -114,9 +105,7 @@ def test_pipelined_equals_serial(tmp_path, schedule, clients, u_shape, cuts):
 def test_job_accuracy_wire_audit_and_dcor(tmp_path):
     """The shipped job: 2 clients, U-shape; >= 95% test accuracy after its 12 epochs."""
     pytest.importorskip("sklearn")
-    import tomllib
-
-    table = tomllib.loads((ROOT / "jobs" / "split-learning.toml").read_text())["train"]
+    table = load_job(ROOT / "jobs" / "split-learning.toml").train
     ckpt = str(tmp_path / "job.h5")
     out = tmp_path / "run.h5"
     done = streampipe("run", str(ROOT / "jobs" / "split-learning.toml"), "--out", str(out),
@@ -128,32 +117,36 @@ def test_job_accuracy_wire_audit_and_dcor(tmp_path):
     # seed 0 gives 96.7% and 97.8%; a rounding-level change cannot move 2 clients below 95%
     assert min(res["accuracy"]) >= 0.95, res["accuracy"]
 
-    cfg = parse_train({**table, "checkpoint": ckpt})
+    cfg = parse_train({**table, "checkpoint": ckpt}, base=str(ROOT / "jobs" / "x.toml"))
     shards, test = load_data(cfg)
     state = train_round_robin_serial(cfg, shards)
     assert _max_diff(ckpt, state) <= 1e-10
     assert res["accuracy"] == evaluate_clients(cfg, state, test)
 
+    sent_a0 = run["ranks"][0]["wire"]["sent"]["activation"]["2"]
     # wire audit: in U-shape a client sends only activations (bottom -> server) and gradients
     # (head -> server), exactly m per own step each, plus its weights for the checkpoint
     m = cfg.microbatches
-    topo = cfg.topology
-    for c in range(cfg.clients):
+    topo = cfg.layout()
+    for c in range(topo.clients):
         sent = run["ranks"][c]["wire"]["sent"]
         assert set(sent) <= {"activation", "gradient", "weights"}, sent
         own_steps = cfg.epochs * (len(shards[c].y) // cfg.minibatch)
-        server = str(topo.owner(c)[1])
+        server = str(topo.route(c)[1][0])
         assert sent["activation"][server][0] == own_steps * m
         assert sent["gradient"][server][0] == own_steps * m
         assert "label" not in sent and "input" not in sent
     server_got = run["ranks"][topo.clients]["wire"]["received"]
+    # per boundary, what the sender counted is what the receiver counted (checked at the end)
+    crossed = res["boundaries"]["client0 -> server1"]
+    assert crossed["activation"] == sent_a0 and set(crossed) == {"activation", "gradient"}
     assert set(server_got) == {"activation", "gradient"}
     assert "privacy: client0 sent no label/input arrays" in done.stdout
 
     # dCor² reported for each client = the oracle's bottom on the same audit samples
-    for c in range(cfg.clients):
+    for c in range(topo.clients):
         bottom = state[topo.stage_name(0, c)][0]
-        X = shards[c].X[:cfg.audit_samples]
+        X = shards[c].X[:topo.audit_samples]
         want = dcor2_u(X, bottom.forward(X, mb="audit"))
         assert abs(res["dcor2_u"][c] - want) <= 1e-9
 
@@ -190,8 +183,7 @@ def test_resume_equals_uninterrupted(tmp_path):
     for name, (_, opt) in straight.items():
         o = saved[name]["optimizer"]
         assert o["t"] == opt.t
-        assert max(float(np.abs(x - y).max()) for x, y in zip(o["m"], opt._m, strict=True)) \
-            <= 1e-10
+        assert max(float(np.abs(o[f"m{i}"] - y).max()) for i, y in enumerate(opt._m)) <= 1e-10
     # and the epoch-1 checkpoint really is one epoch behind
     assert _max_diff(a, straight) > 1e-4
 
@@ -206,3 +198,38 @@ def test_failure_aborts_all_ranks_naming_rank_and_microbatch(tmp_path):
     assert "server2 (rank 2" in done.stderr
     assert "step 1, F of stage 2 microbatch 1" in done.stderr
     assert done.seconds < 25
+
+
+def test_hospital_chain_audit_per_boundary(tmp_path):
+    """jobs/split-learning-hospitals.toml: hospital 1 -> 2 -> 3 -> back to 1 (U-shape). Each
+    boundary carries exactly one activation per microbatch forward and one gradient back, of
+    the cut layer's width; no label and no raw input crosses any boundary."""
+    job = ROOT / "jobs" / "split-learning-hospitals.toml"
+    ckpt = str(tmp_path / "h.h5")
+    out = tmp_path / "run.h5"
+    done = streampipe("run", str(job), "--out", str(out), "--set", "train.epochs=1",
+                      "--set", f'train.checkpoint="{ckpt}"', "--set", 'train.data.source='
+                      '"synthetic"', timeout=60)
+    assert done.returncode == 0, done.output[-4000:]
+    table = load_job(job).train
+    cfg = parse_train({**table, "epochs": 1, "checkpoint": ckpt,
+                       "data": {**table["data"], "source": "synthetic"}})
+    shards, _ = load_data(cfg)
+    assert _max_diff(ckpt, train_round_robin_serial(cfg, shards)) <= 1e-10
+    res = read(str(out))["meta"]["result"]
+    n = (len(shards[0].y) // 32) * 4  # microbatch messages per boundary and direction
+    row = 8 * 8  # 8 rows of float64 per microbatch
+    want = {"hospital1 -> hospital2": {"activation": [n, n * row * 64]},
+            "hospital2 -> hospital3": {"activation": [n, n * row * 48]},
+            "hospital3 -> hospital1": {"activation": [n, n * row * 32]},
+            "hospital1 -> hospital3": {"gradient": [n, n * row * 32]},
+            "hospital3 -> hospital2": {"gradient": [n, n * row * 48]},
+            "hospital2 -> hospital1": {"gradient": [n, n * row * 64]}}
+    got = {b: {k: v for k, v in kinds.items() if k != "weights"}
+           for b, kinds in res["boundaries"].items()}
+    assert got == want
+    # weights go only to hospital 1 (rank 0: checkpoint and evaluation copies)
+    assert all(b.endswith("-> hospital1") for b, kinds in res["boundaries"].items()
+               if "weights" in kinds)
+    assert "privacy: hospital1 sent no label/input arrays" in done.stdout
+    assert "hospital2 -> hospital3: activation" in done.stdout

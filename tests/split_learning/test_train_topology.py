@@ -1,22 +1,29 @@
-"""Split-learning topology, [train] config validation and plan text (no MPI)."""
+"""Split-learning layout, [train] config validation and plan text (no MPI)."""
 
 from __future__ import annotations
 
 import pytest
 
-from pipelines.split_learning.splitnn import parse_train, round_robin
-from pipelines.split_learning.topology import Topology
+from pipelines.split_learning.splitnn import parse_train
+from pipelines.split_learning.topology import round_robin
 from streampipe.job import JobError, parse_job
 from streampipe.schedule import Action, simulate
 
 MODEL = [{"type": "linear", "in": 64, "out": 8}, {"type": "relu"},
          {"type": "linear", "in": 8, "out": 10}]
+MODEL5 = [{"type": "linear", "in": 64, "out": 8}, {"type": "relu"},
+          {"type": "linear", "in": 8, "out": 8}, {"type": "relu"},
+          {"type": "linear", "in": 8, "out": 10}]
+
+
+def _layout(**kw):
+    return parse_train({"model": MODEL5, **kw}).layout()
 
 
 def test_u_shape_client_runs_bottom_and_head_in_a_deadlock_free_order():
-    topo = Topology(4, clients=3, u_shape=True, schedule="1f1b", microbatches=4)
+    topo = _layout(cuts=[1, 2, 4], clients=3, u_shape=True, schedule="1f1b", microbatches=4)
     assert topo.size == 3 + 2
-    assert topo.owner(1) == {0: 1, 1: 3, 2: 4, 3: 1}
+    assert {s: r[0] for s, r in topo.route(1).items()} == {0: 1, 1: 3, 2: 4, 3: 1}
     phys = topo.physical(1)
     assert set(phys) == {1, 3, 4}  # the other clients sit this step out
     # each stage keeps the template's own order (gradients added in microbatch order)
@@ -28,10 +35,20 @@ def test_u_shape_client_runs_bottom_and_head_in_a_deadlock_free_order():
 
 
 def test_vanilla_topology_sends_labels_to_the_last_server_stage():
-    topo = Topology(3, clients=2, u_shape=False, schedule="gpipe", microbatches=2)
+    topo = _layout(cuts=[2, 4], clients=2, schedule="gpipe", microbatches=2)
     assert (0, 3, "label") in topo.links() and (1, 3, "label") in topo.links()
     assert topo.actions(1, 0) == []
     assert topo.actions(2, 0)[-1] == Action(1, "S")
+
+
+def test_zb_h1_u_shape_merges_split_backwards():
+    topo = _layout(cuts=[1, 2, 4], u_shape=True, schedule="zb-h1", microbatches=4)
+    phys = topo.physical(0)
+    kinds = {a.kind for acts in phys.values() for a in acts}
+    assert kinds == {"F", "I", "W", "S"}
+    for s in range(4):  # weight gradients in microbatch order on every stage
+        assert [a.microbatch for acts in phys.values() for a in acts
+                if a.stage == s and a.kind == "W"] == [0, 1, 2, 3]
 
 
 def test_round_robin_turns_and_skips_exhausted_clients():
@@ -51,6 +68,12 @@ def test_round_robin_turns_and_skips_exhausted_clients():
     ({"u_shape": True}, "train.cuts"),
     ({"dtype": "float16"}, "train.dtype"),
     ({"data": {"nope": 1}}, "train.data.nope"),
+    ({"replicas": [1, 2]}, "train.replicas"),
+    ({"clients": 0}, "train.clients"),
+    ({"loss": "hinge"}, "train.loss"),
+    ({"device": "tpu"}, "train.device"),
+    ({"cuts": "auto"}, "train.stages"),
+    ({"cuts": "half"}, "train.cuts"),
 ])
 def test_bad_train_fields_are_named(patch, field):
     table = {"model": MODEL, "cuts": [2], **patch}
@@ -76,3 +99,25 @@ def test_plan_prints_grid_and_balanced_cuts():
     # times 4,1,1,1,1 in 3 stages: the best max-stage time is 4 (layer 0 alone), then [1..4)
     # and [4] or [1..3) and [3..5); balance_by_time takes the latest cuts on ties
     assert "balance_by_time: cuts [1, 4]" in text
+    assert "cuts [2, 4]: stage times 5000000, 2000000, 1000000 us" in text
+
+
+def test_shuffle_false_one_client_takes_rows_in_file_order(tmp_path):
+    import h5py
+    import numpy as np
+
+    from streampipe.train.data import load_source
+
+    rng = np.random.default_rng(0)
+    with h5py.File(tmp_path / "d.h5", "w") as f:
+        f["x_train"], f["y_train"] = rng.random((50, 64)), rng.integers(0, 10, 50)
+    cfg = parse_train({"model": MODEL, "cuts": [2], "minibatch": 8, "microbatches": 2,
+                       "data": {"source": "d.h5", "shuffle": False}},
+                      base=str(tmp_path / "job.toml"))
+    layout = cfg.layout()
+    data = load_source("d.h5", cfg.base, cfg.loss)
+    shards, test = layout.load_data(cfg, data)
+    # no x_test: the test split is the last quarter of the rows, the training rows stay in order
+    assert np.array_equal(shards[0].X, data.train.X[:38]) and len(test.y) == 12
+    steps = list(layout.steps(0, {0: len(shards[0].y)}))
+    assert [list(idx) for _, idx in steps] == [list(range(k * 8, k * 8 + 8)) for k in range(4)]

@@ -1,4 +1,4 @@
-"""Optimizers that update parameter arrays in place: SGD with momentum, and Adam.
+"""Optimizers for streampipe layers, updating parameter arrays in place: SGD with momentum, Adam.
 
 ``step(params, grads)`` takes parallel lists; state is created on the first step, so one
 optimizer object per pipeline stage serves that stage's slice of the model.

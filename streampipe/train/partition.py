@@ -2,7 +2,9 @@
 
 Like torchgpipe's ``balance_by_time``: given each layer's measured time, choose contiguous
 stages minimising the maximum stage time (the pipeline's steady-state period). Solved exactly by
-dynamic programming over prefix sums, O(n_stages * n_layers²).
+dynamic programming over prefix sums, O(n_stages * n_layers²). The layer times come from a
+model adapter's ``layer_times`` (:func:`measure_layer_times` for streampipe layers, the PyTorch
+adapter's own for torch children) or from ``[train] layer_times``.
 """
 
 from __future__ import annotations

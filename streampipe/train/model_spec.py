@@ -1,4 +1,4 @@
-"""Build a :class:`Sequential` from a plain spec (a job file's list of layer tables).
+"""Build a :class:`~streampipe.train.layers.Sequential` from a job file's list of layer tables.
 
 Layer ``i`` draws its weights from ``SeedSequence([seed, i])``, so every rank that builds the
 same spec with the same seed holds identical weights for the layers it keeps after a split.
