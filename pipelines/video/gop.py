@@ -11,7 +11,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["FrameSlot", "encode_order", "feedback_plan"]
+__all__ = [
+    "FrameSlot", "MAX_LOOKAHEAD", "encode_order", "anchors_held", "feedback_plan",
+]
 
 
 @dataclass(frozen=True)
@@ -40,11 +42,18 @@ def _check(name: str, value: int, low: int) -> int:
     return value
 
 
-def encode_order(n_frames: int, gop: int, bframes: int) -> list[FrameSlot]:
-    """The frames of an ``n_frames`` clip in encode order, with types and references."""
+MAX_LOOKAHEAD = 8
+
+
+def encode_order(n_frames: int, gop: int, bframes: int, lookahead: int = 0) -> list[FrameSlot]:
+    """The frames of an ``n_frames`` clip in encode order, with types and references; the B
+    frames before anchor ``a[i]`` come after anchor ``a[i + lookahead]``."""
     _check("n_frames", n_frames, 1)
     _check("gop", gop, 1)
     _check("bframes", bframes, 0)
+    _check("lookahead", lookahead, 0)
+    if lookahead > MAX_LOOKAHEAD:
+        raise ValueError(f"lookahead: must be an integer in 0..{MAX_LOOKAHEAD}, got {lookahead}")
     step = bframes + 1
     anchors = [d for d in range(n_frames) if d % gop == 0 or (d % gop) % step == 0]
     if anchors[-1] != n_frames - 1:
@@ -57,27 +66,35 @@ def encode_order(n_frames: int, gop: int, bframes: int) -> list[FrameSlot]:
             seq_of[display] = len(slots)
         slots.append(FrameSlot(len(slots), display, ftype, tuple(seq_of[r] for r in refs), refs))
 
-    prev = None
-    for a in anchors:
-        if a % gop == 0:
-            add(a, "I", ())
-        else:
-            add(a, "P", (prev,))
-        if prev is not None:
-            for b in range(prev + 1, a):
-                add(b, "B", (prev, a))
-        prev = a
+    def add_group(i: int) -> None:  # the B frames between anchors i-1 and i
+        for b in range(anchors[i - 1] + 1, anchors[i]):
+            add(b, "B", (anchors[i - 1], anchors[i]))
+
+    for j, a in enumerate(anchors):
+        add(a, "I" if a % gop == 0 else "P", () if a % gop == 0 else (anchors[j - 1],))
+        if j - lookahead >= 1:
+            add_group(j - lookahead)
+    for i in range(max(1, len(anchors) - lookahead), len(anchors)):
+        add_group(i)
     return slots
 
 
-def feedback_plan(n_frames: int, gop: int, bframes: int) -> tuple[frozenset[int], list[int]]:
+def anchors_held(lookahead: int) -> int:
+    """How many reconstructed anchors a decoder (or a motion-estimation replica) must hold with
+    this lookahead: the two references of the B frames coded next, and the ``lookahead``
+    anchors coded ahead of them."""
+    return lookahead + 2
+
+
+def feedback_plan(n_frames: int, gop: int, bframes: int,
+                  lookahead: int = 0) -> tuple[frozenset[int], list[int]]:
     """What the closed loop needs: ``(referenced, live_from)``.
 
     ``referenced`` holds the seqs of the anchors that some frame predicts from (only their
     reconstructions go back along the feedback edge); ``live_from[k]`` is the oldest seq that
     item ``k`` or any later item references, so anchors below it can be forgotten at item ``k``.
     """
-    slots = encode_order(n_frames, gop, bframes)
+    slots = encode_order(n_frames, gop, bframes, lookahead)
     referenced = frozenset(r for s in slots for r in s.ref_seqs)
     live = len(slots)
     live_from = [0] * len(slots)

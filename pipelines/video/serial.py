@@ -12,10 +12,20 @@ import numpy as np
 
 from streampipe.stage import Context
 
-from .stages import EntropyCoder, MotionEstimation, StreamWriter, TransformQuantize, frame_items
+from .frameio import ArrayClip
+from .stages import (
+    EntropyCoder,
+    MotionEstimation,
+    StreamWriter,
+    TransformQuantize,
+    frame_items,
+    source_config,
+)
 from .yuv import YUV
 
-__all__ = ["FeedbackHub", "SerialContext", "encode_serial"]
+__all__ = ["FeedbackHub", "SerialContext", "encode_serial", "split_params"]
+
+_STAGE_KEYS = {"me": ("search", "range"), "sink": ("out",)}
 
 
 class FeedbackHub:
@@ -59,33 +69,48 @@ class SerialContext(Context):
         self.hub.stores[self.replica].pop(seq, None)
 
 
+def split_params(params: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """One flat table of every stage's parameters -> per-stage params (``source``, ``me``,
+    ``sink``; the rest are the source's)."""
+    out: dict[str, dict[str, Any]] = {"source": {}, "me": {}, "transform": {}, "entropy": {},
+                                      "sink": {}}
+    for k, v in params.items():
+        stage = next((s for s, keys in _STAGE_KEYS.items() if k in keys), "source")
+        out[stage][k] = v
+    return out
+
+
 def encode_serial(
-    frames: YUV | np.ndarray, params: dict[str, Any] | None = None, me_replicas: int = 1
+    frames: YUV | np.ndarray | Any, params: dict[str, Any] | None = None, me_replicas: int = 1,
+    xp: Any = np,
 ) -> tuple[bytes, list[YUV], dict]:
-    """Encode a display-order clip (a :class:`YUV` clip, or luma-only frames that get neutral
-    chroma); returns ``(stream, recon pictures, stats)``.
+    """Encode a display-order clip (a :class:`YUV` clip, luma-only frames that get neutral
+    chroma, or a clip object of :mod:`.frameio`); returns ``(stream, recon pictures, stats)``.
 
-    The reconstructions are :class:`YUV` pictures in display order.
-
-    ``params`` holds every stage's parameters in one table: ``gop``, ``bframes``, ``search``,
-    ``range``, ``quality``, ``out`` (all optional).  ``me_replicas`` > 1 deals the items to
-    several motion-estimation instances in turn, as replicas would see them; the stats then
-    include ``feedback_left`` (values still held, which must be 0) and ``feedback_peak``.
+    The reconstructions are padded :class:`YUV` pictures (whole macroblocks) in display order.
+    ``params`` holds every stage's parameters in one table (source: ``gop``, ``bframes``,
+    ``order``, ``quality``, ...; me: ``search``, ``range``; sink: ``out``).  ``me_replicas`` > 1
+    deals the items to several motion-estimation instances in turn, as replicas would see them;
+    the stats then include ``feedback_left`` (values still held, which must be 0) and
+    ``feedback_peak``.  ``xp`` is the array module of the me and transform stages.
     """
-    p = dict(params or {})
+    per = split_params(dict(params or {}))
+    clip = frames if hasattr(frames, "frame") and hasattr(frames, "header") else ArrayClip(frames)
+    cfg = source_config(per["source"], "params", open_input=False)
     hub = FeedbackHub(me_replicas)
 
     def make(cls: type, name: str, replica: int = 0) -> Any:
         st = cls()
-        st.setup(SerialContext(hub, params=p, stage=name, replica=replica, replicas=me_replicas
-                               if name == "me" else 1))
+        st.setup(SerialContext(hub, params=per[name], stage=name, replica=replica,
+                               replicas=me_replicas if name == "me" else 1,
+                               device="cpu" if xp is np else "gpu", xp=xp))
         return st
 
     mes = [make(MotionEstimation, "me", r) for r in range(me_replicas)]
-    tq, ec, sink = make(TransformQuantize, "transform"), make(EntropyCoder, "entropy"), make(
-        StreamWriter, "sink")
+    tq, ec, sink = (make(TransformQuantize, "transform"), make(EntropyCoder, "entropy"),
+                    make(StreamWriter, "sink"))
     recon: dict[int, YUV] = {}
-    for item in frame_items(frames, p.get("gop", 12), p.get("bframes", 2)):
+    for item in frame_items(clip, cfg):
         seq = item["seq"]
         me = mes[seq % me_replicas]
         for st in (me, tq, ec, sink):
@@ -99,4 +124,9 @@ def encode_serial(
     stats = sink.result()
     stats["feedback_left"] = sum(len(s) for s in hub.stores)
     stats["feedback_peak"] = hub.peak
-    return sink.stream_bytes(), [recon[d] for d in sorted(recon)], stats
+    if sink.out is not None:
+        with open(sink.out, "rb") as f:
+            stream = f.read()
+    else:
+        stream = sink.stream_bytes()
+    return stream, [recon[d] for d in sorted(recon)], stats

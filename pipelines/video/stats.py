@@ -53,7 +53,9 @@ def format_stats(stats: dict) -> str:
     """Bits per frame and PSNR by frame type, and the totals, as a small table."""
     n = stats["frames"]
     size = f" {stats['width']}x{stats['height']}" if "width" in stats else ""
-    quality = f", quality {stats['quality']}" if "quality" in stats else ""
+    scales = stats.get("scale_by_type") or {}
+    quality = (", quantiser scale " + " ".join(f"{t}{scales[t]}" for t in "IPB" if t in scales)
+               if scales else "")
     out = f" -> {stats['out']}" if stats.get("out") else ""
     lines = [f"video: {n} frames{size}{quality}, {stats['bytes']:,} bytes "
              f"({8 * stats['bytes'] / max(n, 1):,.0f} bits/frame){out}"]

@@ -14,10 +14,10 @@ from functools import lru_cache
 
 import numpy as np
 
-from .frameio import FrameError, check_frames
+from .frameio import Clip, FrameError, Y4MHeader, check_frames, check_size
 from .yuv import YUV, rgb_to_ycbcr, subsample_420
 
-__all__ = ["sample_ycbcr", "sample_luma", "pan_frames"]
+__all__ = ["sample_ycbcr", "sample_luma", "PanClip", "pan_frames"]
 
 
 @lru_cache(maxsize=1)
@@ -40,6 +40,60 @@ def sample_luma() -> np.ndarray:
     return out
 
 
+class PanClip(Clip):
+    """The pan as a clip whose ``frame(t)`` computes window ``t`` on demand (no frame kept).
+
+    Attributes as :class:`.frameio.ArrayClip`; the colour range is ``"FULL"`` (JFIF Y'CbCr).
+    """
+
+    def __init__(
+        self,
+        n_frames: int,
+        width: int,
+        height: int,
+        shift: tuple[int, int] = (1, 2),
+        origin: tuple[int, int] | None = None,
+        fps: tuple[int, int] = (25, 1),
+    ) -> None:
+        img = sample_luma()
+        dy, dx = (int(s) for s in shift)
+        if n_frames < 1:
+            raise FrameError(f"synthetic.n_frames: must be >= 1, got {n_frames}")
+        check_size(width, height, "synthetic")
+        span_y, span_x = height + abs(dy) * (n_frames - 1), width + abs(dx) * (n_frames - 1)
+        if span_y > img.shape[0] or span_x > img.shape[1]:
+            raise FrameError(
+                f"synthetic: a {width}x{height} pan of {n_frames} frames by shift {tuple(shift)} "
+                f"needs {span_x}x{span_y} pixels; the photo has {img.shape[1]}x{img.shape[0]}"
+            )
+        if origin is None:
+            # Start so that the whole pan is centred on the photo.
+            y0 = (img.shape[0] - span_y) // 2 + (abs(dy) * (n_frames - 1) if dy < 0 else 0)
+            x0 = (img.shape[1] - span_x) // 2 + (abs(dx) * (n_frames - 1) if dx < 0 else 0)
+        else:
+            y0, x0 = origin
+        self.n_frames, self.origin, self.shift = n_frames, (y0, x0), (dy, dx)
+        self.header = Y4MHeader(width, height, fps, (1, 1), "420jpeg", "FULL")
+        for t in (0, n_frames - 1):
+            y, x = y0 + t * dy, x0 + t * dx
+            if y < 0 or x < 0 or y + height > img.shape[0] or x + width > img.shape[1]:
+                raise FrameError(f"synthetic: frame {t} window at (y={y}, x={x}) leaves the photo")
+
+    def frame(self, t: int) -> YUV:
+        if not 0 <= t < self.n_frames:
+            raise IndexError(f"synthetic: frame {t} of {self.n_frames}")
+        w, h = self.width, self.height
+        y, x = self.origin[0] + t * self.shift[0], self.origin[1] + t * self.shift[1]
+        # An odd side: the last chroma sample also takes the row/column just outside the window
+        # (repeated at the photo's edge), as a camera's sensor would have it.
+        win = sample_ycbcr()[y : y + h + h % 2, x : x + w + w % 2]
+        if win.shape[:2] != (h + h % 2, w + w % 2):  # odd side at the photo's edge
+            win = np.pad(win, ((0, h + h % 2 - win.shape[0]), (0, w + w % 2 - win.shape[1]),
+                               (0, 0)), mode="edge")
+        return YUV(sample_luma()[y : y + h, x : x + w],
+                   subsample_420(win[..., 1]), subsample_420(win[..., 2]))
+
+
 def pan_frames(
     n_frames: int,
     width: int,
@@ -50,31 +104,8 @@ def pan_frames(
     """``n_frames`` windows of the sample photo, moving by ``shift = (dy, dx)`` pixels per frame.
 
     ``origin`` is the first window's top-left ``(y, x)``; by default the pan is centred on the
-    photo.  Returns a 4:2:0 :class:`YUV` clip.  Raises FrameError when the pan leaves the photo.
+    photo.  Returns a 4:2:0 :class:`YUV` clip (all frames in memory; :class:`PanClip` computes
+    them one at a time).  Raises FrameError when the pan leaves the photo.
     """
-    img = sample_luma()
-    ycc = sample_ycbcr()
-    dy, dx = (int(s) for s in shift)
-    span_y, span_x = height + abs(dy) * (n_frames - 1), width + abs(dx) * (n_frames - 1)
-    if n_frames < 1:
-        raise FrameError(f"synthetic.n_frames: must be >= 1, got {n_frames}")
-    if span_y > img.shape[0] or span_x > img.shape[1]:
-        raise FrameError(
-            f"synthetic: a {width}x{height} pan of {n_frames} frames by shift {shift} needs "
-            f"{span_x}x{span_y} pixels; the photo has {img.shape[1]}x{img.shape[0]}"
-        )
-    if origin is None:
-        # Start so that the whole pan is centred on the photo.
-        y0 = (img.shape[0] - span_y) // 2 + (abs(dy) * (n_frames - 1) if dy < 0 else 0)
-        x0 = (img.shape[1] - span_x) // 2 + (abs(dx) * (n_frames - 1) if dx < 0 else 0)
-    else:
-        y0, x0 = origin
-    frames: list[YUV] = []
-    for t in range(n_frames):
-        y, x = y0 + t * dy, x0 + t * dx
-        if y < 0 or x < 0 or y + height > img.shape[0] or x + width > img.shape[1]:
-            raise FrameError(f"synthetic: frame {t} window at (y={y}, x={x}) leaves the photo")
-        win = ycc[y : y + height, x : x + width]
-        frames.append(YUV(img[y : y + height, x : x + width],
-                          subsample_420(win[..., 1]), subsample_420(win[..., 2])))
-    return check_frames(frames, "synthetic")
+    clip = PanClip(n_frames, width, height, shift, origin)
+    return check_frames([clip.frame(t) for t in range(n_frames)], "synthetic")

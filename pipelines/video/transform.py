@@ -15,7 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from .yuv import YUV
+from .kernels import B, dct_blocks, dct_matrix
+from .yuv import YUV, host
 
 __all__ = [
     "B",
@@ -23,16 +24,21 @@ __all__ = [
     "to_blocks",
     "from_blocks",
     "dct_blocks",
+    "jpeg_scale",
+    "scaled_table",
     "quant_table",
+    "tables",
+    "block_flags",
+    "block_kinds",
     "ZIGZAG",
-    "quantize",
-    "reconstruct",
+    "quantize_coefficients",
+    "picture_to_blocks",
+    "block_coefficients",
+    "forward_picture",
     "quantize_picture",
     "picture_blocks",
     "reconstruct_picture",
 ]
-
-B = 8  # transform block size
 
 # The JPEG (ITU-T T.81 Annex K) luminance quantisation table, the base of the quality scaling.
 _JPEG_LUMA = np.array(
@@ -77,17 +83,6 @@ ZIGZAG = _zigzag()  # ZIGZAG[k] = raster index of the k-th coefficient in scan o
 _UNZIGZAG = np.argsort(ZIGZAG)
 
 
-@lru_cache(maxsize=1)
-def dct_matrix() -> np.ndarray:
-    """The orthonormal 8-point DCT-II matrix ``C`` (``C @ C.T == I``); a block's DCT is C·X·Cᵀ."""
-    k = np.arange(B)[:, None]
-    n = np.arange(B)[None, :]
-    c = np.sqrt(2.0 / B) * np.cos(np.pi * (2 * n + 1) * k / (2 * B))
-    c[0] /= np.sqrt(2.0)
-    c.setflags(write=False)
-    return c
-
-
 def to_blocks(frame: Any) -> Any:
     """``(h, w)`` -> ``(h/8 * w/8, 8, 8)`` blocks in raster order."""
     h, w = frame.shape
@@ -99,80 +94,140 @@ def from_blocks(blocks: Any, h: int, w: int) -> Any:
     return blocks.reshape(h // B, w // B, B, B).transpose(0, 2, 1, 3).reshape(h, w)
 
 
-def dct_blocks(blocks: Any, inverse: bool = False, xp: Any = np) -> Any:
-    """Forward (C·X·Cᵀ) or inverse (Cᵀ·Y·C) DCT of float64 ``(n, 8, 8)`` blocks on ``xp``."""
-    if xp is not np:
-        from .kernels import dct8x8_gpu
-
-        return dct8x8_gpu(blocks, inverse)
-    c = dct_matrix()
-    if inverse:
-        return c.T @ blocks @ c
-    return c @ blocks @ c.T
-
-
-@lru_cache(maxsize=256)
-def quant_table(quality: int, chroma: bool = False) -> np.ndarray:
-    """The JPEG luminance (or, with ``chroma``, chrominance) table scaled for ``quality`` in
-    1..100 (libjpeg's scaling, entries clipped to 1..255)."""
+def jpeg_scale(quality: int) -> int:
+    """libjpeg's ``jpeg_quality_scaling``: the percentage the Annex K tables are scaled by for a
+    quality in 1..100 (``5000 // q`` below 50, integer division as in libjpeg; ``200 - 2q``
+    from 50)."""
     if isinstance(quality, bool) or not isinstance(quality, (int, np.integer)) or not (
         1 <= quality <= 100
     ):
         raise ValueError(f"quality: must be an integer in 1..100, got {quality!r}")
-    scale = 5000 / quality if quality < 50 else 200 - 2 * quality
-    base = _JPEG_CHROMA if chroma else _JPEG_LUMA
-    q = np.clip(np.floor((base * scale + 50) / 100), 1, 255)
+    return 5000 // int(quality) if quality < 50 else 200 - 2 * int(quality)
+
+
+def scaled_table(base: np.ndarray, scale: int) -> np.ndarray:
+    """libjpeg's ``jpeg_add_quant_table`` with ``force_baseline``: ``(base * scale + 50) // 100``
+    in integers, clamped to 1..255."""
+    q = (base.astype(np.int64) * int(scale) + 50) // 100
+    return np.clip(q, 1, 255).astype(np.float64)
+
+
+@lru_cache(maxsize=256)
+def quant_table(quality: int, chroma: bool = False) -> np.ndarray:
+    """The JPEG luminance (or, with ``chroma``, chrominance) table libjpeg uses for ``quality``
+    in 1..100: Annex K scaled by :func:`jpeg_scale`, as :func:`scaled_table` does."""
+    q = scaled_table(_JPEG_CHROMA if chroma else _JPEG_LUMA, jpeg_scale(quality))
     q.setflags(write=False)
     return q
 
 
-def quantize(residual: Any, quality: int, xp: Any = np, chroma: bool = False) -> np.ndarray:
-    """Levels of a residual plane: DCT, divide by the (luma or chroma) table, round;
-    ``(n_blocks, 64)`` int32 in zig-zag order, returned as a NumPy array."""
-    blocks = to_blocks(xp.asarray(residual, dtype=xp.float64))
-    q = xp.asarray(quant_table(quality, chroma))
-    levels = xp.rint(dct_blocks(blocks, xp=xp) / q).astype(xp.int32).reshape(-1, B * B)
-    levels = levels[:, xp.asarray(ZIGZAG)]
-    return levels.get() if hasattr(levels, "get") else np.asarray(levels)
+# Kinds of block (an index into :func:`tables`): intra luma/chroma use the JPEG tables, inter
+# (motion-compensated) luma/chroma a flat table with the luma table's DC step.
+INTRA_LUMA, INTRA_CHROMA, INTER_LUMA, INTER_CHROMA = 0, 1, 2, 3
+MAX_SCALE = 5000
 
 
-def reconstruct(
-    levels: np.ndarray, prediction: np.ndarray, quality: int, chroma: bool = False
-) -> np.ndarray:
-    """The decoded plane: prediction + inverse DCT of the dequantised levels, rounded, clipped.
-
-    ``levels`` is ``(n_blocks, 64)`` in zig-zag order; ``prediction`` a ``(h, w)`` uint8 plane;
-    ``chroma`` picks the table the levels were quantised with.
+@lru_cache(maxsize=512)
+def tables(scale: int) -> np.ndarray:
+    """``(4, 64)`` float64 quantiser steps in zig-zag order for a frame of libjpeg scale
+    ``scale`` (0..5000), one row per block kind (:data:`INTRA_LUMA` ... :data:`INTER_CHROMA`).
     """
-    h, w = prediction.shape
-    table = quant_table(quality, chroma).reshape(-1)
-    coeffs = (np.asarray(levels)[:, _UNZIGZAG] * table).reshape(-1, B, B)
-    residual = from_blocks(dct_blocks(coeffs, inverse=True), h, w)
-    return np.clip(np.rint(prediction + residual), 0, 255).astype(np.uint8)
+    if isinstance(scale, bool) or not isinstance(scale, (int, np.integer)) or not (
+            0 <= scale <= MAX_SCALE):
+        raise ValueError(f"scale: must be an integer in 0..{MAX_SCALE}, got {scale!r}")
+    flat = np.full((B, B), _JPEG_LUMA[0, 0])
+    rows = [scaled_table(t, scale).reshape(-1)[ZIGZAG]
+            for t in (_JPEG_LUMA, _JPEG_CHROMA, flat, flat)]
+    out = np.stack(rows)
+    out.setflags(write=False)
+    return out
 
 
-def quantize_picture(residual: YUV, quality: int, xp: Any = np) -> np.ndarray:
-    """Levels of a residual 4:2:0 picture: the Y plane's blocks (luma table), then U's, then V's
-    (chroma table), each plane in raster order; ``(n_blocks, 64)`` int32, zig-zag order."""
-    return np.concatenate(
-        [quantize(p, quality, xp, chroma=i > 0) for i, p in enumerate(residual)]
-    )
+def block_flags(width: int, height: int, per_mb: np.ndarray) -> np.ndarray:
+    """A per-macroblock flag spread to its 8x8 blocks (4 luma, 1 U, 1 V) of a ``width x
+    height`` picture (whole macroblocks), in the block order of :func:`forward_picture`."""
+    rows, cols = height // 16, width // 16
+    flags = np.asarray(per_mb, bool).reshape(rows, cols)
+    y = np.repeat(np.repeat(flags, 2, axis=0), 2, axis=1).ravel()
+    return np.concatenate([y, flags.ravel(), flags.ravel()])
+
+
+def block_kinds(width: int, height: int, intra_mb: np.ndarray) -> np.ndarray:
+    """The kind of every 8x8 block (:data:`INTRA_LUMA` ... :data:`INTER_CHROMA`) of a picture,
+    from a per-macroblock intra flag."""
+    intra = block_flags(width, height, intra_mb)
+    n_y = (width // B) * (height // B)
+    chroma = np.arange(len(intra)) >= n_y
+    return (np.where(intra, 0, 2) + chroma).astype(np.intp)
+
+
+def quantize_coefficients(coef: Any, steps: Any, bias: Any, xp: Any = np) -> Any:
+    """Levels ``sign(c) * floor(|c| / step + bias)`` (``bias`` 0.5 is rounding; smaller values
+    widen the dead zone around zero), int32 on ``xp``."""
+    mag = xp.abs(coef)
+    mag /= steps
+    mag += bias
+    xp.floor(mag, out=mag)
+    xp.copysign(mag, coef, out=mag)
+    return mag.astype(xp.int32)
+
+
+def picture_to_blocks(pic: YUV, xp: Any = np) -> Any:
+    """The 8x8 blocks of a 4:2:0 picture (whole macroblocks) on ``xp``: the Y plane's, then
+    U's, then V's, each plane in raster order, ``(n_blocks, 8, 8)``."""
+    return xp.concatenate([to_blocks(xp.asarray(p)) for p in pic])
+
+
+def block_coefficients(blocks: Any, xp: Any = np) -> np.ndarray:
+    """DCT coefficients of ``(n, 8, 8)`` blocks on ``xp``: ``(n, 64)`` float64 in zig-zag order,
+    returned on the host."""
+    coef = dct_blocks(blocks.astype(xp.float64), xp=xp).reshape(-1, B * B)
+    return host(coef[:, xp.asarray(ZIGZAG)])
+
+
+def forward_picture(residual: YUV, xp: Any = np) -> np.ndarray:
+    """DCT coefficients of a residual 4:2:0 picture (whole macroblocks), blocks in the order of
+    :func:`picture_to_blocks`: ``(n_blocks, 64)`` float64 in zig-zag order, on the host."""
+    return block_coefficients(picture_to_blocks(residual, xp), xp)
+
+
+def quantize_picture(residual: YUV, scale: int, kinds: np.ndarray, bias: np.ndarray,
+                     xp: Any = np) -> np.ndarray:
+    """Levels of a residual picture: :func:`forward_picture`, then each block divided by its
+    kind's table (:func:`block_kinds`) with the kind's rounding offset ``bias``
+    (:func:`quantize_coefficients`); ``(n_blocks, 64)`` int32 in zig-zag order."""
+    steps = tables(scale)[kinds]
+    return quantize_coefficients(forward_picture(residual, xp), steps,
+                                 np.asarray(bias)[kinds][:, None])
 
 
 def picture_blocks(width: int, height: int) -> tuple[int, int]:
-    """``(luma blocks, blocks per chroma plane)`` of a ``width x height`` 4:2:0 picture."""
+    """``(luma blocks, blocks per chroma plane)`` of a ``width x height`` 4:2:0 picture
+    (whole macroblocks)."""
     luma = (width // B) * (height // B)
     return luma, luma // 4
 
 
-def reconstruct_picture(levels: np.ndarray, prediction: YUV, quality: int) -> YUV:
-    """:func:`reconstruct` of each plane of a picture from the levels of
-    :func:`quantize_picture`."""
-    h, w = prediction.y.shape
+def reconstruct_picture(levels: np.ndarray, prediction: YUV, scale: int,
+                        kinds: np.ndarray) -> YUV:
+    """The decoded picture: per plane ``clip(rint(prediction + IDCT(level * step)), 0, 255)``
+    with each block's step from its kind.  NumPy only; shared by encoder and decoder."""
+    pred = YUV(*(host(p) for p in prediction))
+    h, w = pred.y.shape
     n_y, n_c = picture_blocks(w, h)
     if len(levels) != n_y + 2 * n_c:
         raise ValueError(f"levels: a {w}x{h} picture has {n_y + 2 * n_c} blocks, "
                          f"got {len(levels)}")
-    parts = (levels[:n_y], levels[n_y : n_y + n_c], levels[n_y + n_c :])
-    return YUV(*(reconstruct(lv, p, quality, chroma=i > 0)
-                 for i, (lv, p) in enumerate(zip(parts, prediction, strict=True))))
+    levels = np.asarray(levels)
+    coded = np.flatnonzero(levels.any(axis=1))  # blocks without levels keep the prediction
+    coeffs = (levels[coded] * tables(scale)[kinds[coded]])[:, _UNZIGZAG].reshape(-1, B, B)
+    residual = dct_blocks(coeffs, inverse=True)
+    out = []
+    for p, lo, hi in zip(pred, (0, n_y, n_y + n_c), (n_y, n_y + n_c, n_y + 2 * n_c),
+                         strict=True):
+        blocks = to_blocks(p).astype(np.uint8, copy=True)
+        mine = (coded >= lo) & (coded < hi)
+        idx = coded[mine] - lo
+        blocks[idx] = np.clip(np.rint(blocks[idx] + residual[mine]), 0, 255)
+        out.append(from_blocks(blocks, *p.shape))
+    return YUV(*out)

@@ -11,7 +11,12 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-__all__ = ["YUV", "PLANES", "rgb_to_ycbcr", "subsample_420", "neutral_chroma"]
+from .kernels import MB  # pictures are coded padded to whole macroblocks
+
+__all__ = [
+    "YUV", "PLANES", "MB", "rgb_to_ycbcr", "subsample_420", "neutral_chroma", "chroma_size",
+    "coded_size", "pad_picture", "crop_picture", "host",
+]
 
 PLANES = ("y", "u", "v")
 
@@ -83,3 +88,44 @@ def neutral_chroma(luma: np.ndarray) -> YUV:
     y = np.asarray(luma)
     shape = (*y.shape[:-2], y.shape[-2] // 2, y.shape[-1] // 2)
     return YUV(y, np.full(shape, 128, np.uint8), np.full(shape, 128, np.uint8))
+
+
+def chroma_size(width: int, height: int) -> tuple[int, int]:
+    """``(width, height)`` of the 4:2:0 chroma planes of a ``width x height`` picture (odd sides
+    round up, as in YUV4MPEG2)."""
+    return (width + 1) // 2, (height + 1) // 2
+
+
+def coded_size(width: int, height: int) -> tuple[int, int]:
+    """``(width, height)`` rounded up to whole macroblocks: the size the codec codes."""
+    return -(-width // MB) * MB, -(-height // MB) * MB
+
+
+def _pad_plane(p: np.ndarray, h: int, w: int) -> np.ndarray:
+    if p.shape == (h, w):
+        return p
+    return np.pad(p, ((0, h - p.shape[0]), (0, w - p.shape[1])), mode="edge")
+
+
+def pad_picture(pic: YUV) -> YUV:
+    """A picture padded to whole macroblocks by repeating its last row and column (luma and
+    chroma alike); a picture of whole macroblocks is returned as it is."""
+    h, w = pic.y.shape
+    cw, ch = coded_size(w, h)
+    return YUV(_pad_plane(pic.y, ch, cw), _pad_plane(pic.u, ch // 2, cw // 2),
+               _pad_plane(pic.v, ch // 2, cw // 2))
+
+
+def crop_picture(pic: YUV, width: int, height: int) -> YUV:
+    """The top-left ``width x height`` picture of a padded one (inverse of :func:`pad_picture`)."""
+    cw, ch = chroma_size(width, height)
+    return YUV(pic.y[:height, :width], pic.u[:ch, :cw], pic.v[:ch, :cw])
+
+
+def host(x: Any) -> np.ndarray:
+    """``x`` as a NumPy array, copying a device (CuPy) array to the host explicitly with
+    ``.get()``: CuPy refuses the implicit conversion ``np.asarray`` would ask for."""
+    if isinstance(x, np.ndarray):
+        return x
+    get = getattr(x, "get", None)
+    return get() if callable(get) else np.asarray(x)
