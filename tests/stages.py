@@ -283,3 +283,18 @@ class BatchBranch(Branch):
             with open(self.log, "a") as f:
                 f.write(f"{len(items)}\n")
         return [self.process(x) for x in items]
+
+
+def parity(item):
+    """A routing key (route = "key"): items with the same parity meet on one replica."""
+    return int(item) % 2
+
+
+class TagInput(sp.Stage):
+    """x -> (the name of the input it came from, x), for joins (ctx.input)."""
+
+    def setup(self, ctx):
+        self.ctx = ctx
+
+    def process(self, x):
+        return (self.ctx.input, x)
