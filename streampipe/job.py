@@ -324,6 +324,10 @@ def _check_edges(spec: JobSpec, graph: Graph) -> None:
         if st.route not in ROUTES:
             raise JobError(f"{where}.route: must be one of {', '.join(ROUTES)}, got {st.route!r}")
         if st.route == "key":
+            if st.join == "zip":
+                raise JobError(f'{where}.route: a zip stage routes by source item (the records '
+                               'of one source item must meet on one replica); route = "key" '
+                               'cannot be combined with join = "zip"')
             if st.key is None:
                 raise JobError(f'{where}.key: route = "key" needs key = "module:function"')
             if not callable(st.key):

@@ -16,6 +16,7 @@ so a rank never waits while holding outputs someone may need.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from types import GeneratorType
 from typing import Any, Protocol
 
@@ -56,7 +57,7 @@ class Host(Protocol):
 
     def wait(self, until: Any, state: int, what: str) -> None: ...
 
-    def wait_input(self) -> Taken | None: ...
+    def wait_input(self, held: Callable[[], Taken | None] | None = None) -> Taken | None: ...
 
     def tick(self, now: float) -> None: ...
 
@@ -88,6 +89,7 @@ class Loop:
         self.cur = 0  # index in `taken` of the record being processed (special path)
         self.in_item = False
         self.handing = False
+        self.put_low: tuple | None = None  # during a put: the first output not yet put
         # per-item work beyond process(): faults, group members, GPU staging, feedback, timeout
         self.special = bool(rt.faults or len(rt.role.group) > 1 or rt.staging is not None
                             or rt.feedback is not None or sp.timeout or rt.ckpt is not None
@@ -97,7 +99,11 @@ class Loop:
     def mark(self) -> tuple | None:
         """Nothing this stage puts from now on sits before this position (None: unknown)."""
         if self.handing:
-            return None  # in the middle of a put: outputs of this segment are still to come
+            # in the middle of a put, waiting for credit: every output before put_low is on
+            # its way and nothing this stage puts later sits before it. Telling the other
+            # receivers so keeps an ordered merge downstream going while one receiver is full
+            # (without it, key routing or a fork into a join deadlocks on the skew)
+            return self.put_low
         if self.inp is None:
             return DONE_MARK if self.next_key is None else (self.next_key,)
         low = self.inp.low()
@@ -210,7 +216,9 @@ class Loop:
         while True:
             behind = [j for j in range(len(outs)) if done[j] < n]
             if not behind:
+                self.put_low = None
                 return
+            self.put_low = min(keys[done[j]] for j in behind)
             self.rt.wait(lambda b=behind: any(outs[j].can_put(keys[done[j]], vals[done[j]])
                                               for j in b), M.BLOCKED, "waiting for credit")
             for j in behind:
@@ -340,10 +348,10 @@ class Loop:
         while True:
             taken = inp.take(self.batch)
             if taken is None:
-                taken = rt.wait_input()
+                taken = rt.wait_input(None if self.zipper is None else self._zip_held)
                 if taken is None:
                     break
-            if self.zipper is not None:
+            if self.zipper is not None and taken.runs[0][0] >= 0:
                 taken = self._zip(taken)
                 if taken is None:
                     continue
@@ -377,6 +385,15 @@ class Loop:
         out: list[tuple[tuple, Any]] = []
         self.zipper.add(b.keys, b.values, out)
         self.inp.consume(taken, len(b.keys))  # held in the zipper from here on
+        self.zipper.complete(self.inp.low(), out)
+        return self._zipped(out) if out else None
+
+    def _zip_held(self) -> Taken | None:
+        """The groups an upstream's progress mark completed while this stage waits (their
+        records have all arrived; a downstream merge may be waiting for exactly them)."""
+        if self.zipper.pending is None:
+            return None
+        out: list[tuple[tuple, Any]] = []
         self.zipper.complete(self.inp.low(), out)
         return self._zipped(out) if out else None
 

@@ -16,6 +16,7 @@ import sys
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any, NoReturn
 
@@ -159,7 +160,8 @@ class RankRuntime:
         if st.route == "key":
             fn = self.spec.stages[st.index].key
             if not callable(fn):
-                fn = resolve_uses(fn, f"stages[{st.index}].key", base=self.spec.path)
+                sspec = self.spec.stages[st.index]
+                fn = resolve_uses(fn, f"stages[{st.index}].key", base=sspec.base or self.spec.path)
             return lambda key, value: key_replica(fn(value), n)
         if st.join == "zip":  # the records of one source item must meet on one replica
             return lambda key, value: key_replica(key[0], n)
@@ -244,12 +246,15 @@ class RankRuntime:
             if t_item is not None:
                 self.item_t0 = t_item + (time.perf_counter() - t_wait)
 
-    def wait_input(self) -> Taken | None:
-        """Wait for the next records (starved); None at the end of the stream."""
+    def wait_input(self, held: Callable[[], Taken | None] | None = None) -> Taken | None:
+        """Wait for the next records (starved); None at the end of the stream. ``held``: items
+        the stage holds back that an upstream's progress can release (a zip's groups)."""
         inp, box = self.inp, []
 
         def ready() -> bool:
             got = inp.take(self.plan.batch)
+            if got is None and held is not None:
+                got = held()
             if got is not None:
                 box.append(got)
                 return True

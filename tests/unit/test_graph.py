@@ -65,6 +65,10 @@ FORK_JOIN = [S("src", "Numbers", params={"n": 6}), S("sq", "Square", inputs=["sr
      r'stages\[1\]\.key: only used with route = "key"'),
     ([S("src", "Numbers"), S("a", "Square", route="hash"), S("out", "Collect")],
      r"stages\[1\]\.route: must be one of balance, key, got 'hash'"),
+    ([S("src", "Numbers"), S("a", "Square", inputs=["src"]), S("b", "Square", inputs=["src"]),
+      S("z", "Identity", inputs=["a", "b"], join="zip", replicas=2, route="key",
+        key="tests.stages:parity"), S("out", "Collect")],
+     r'stages\[3\]\.route: a zip stage routes by source item'),
     ([S("src", "Numbers"), S("a", "Square", inputs="src"), S("out", "Collect")],
      r"stages\[1\]\.inputs: expected list"),
 ])
