@@ -173,3 +173,52 @@ def test_key_replica_is_pinned():
     assert key_replica(("x", 1), 1000) == zlib.crc32(b"(2,sx,i1)") % 1000
     with pytest.raises(TypeError, match="a routing key must be"):
         key_replica([1, 2], 3)
+
+
+# ----------------------------------------------------------------------------- report, sim
+def test_graph_bound_weighs_each_stage_by_the_items_it_sees():
+    from streampipe.report import bottleneck, graph_bound
+    from streampipe.summary import StageRow
+
+    # 100 source items; a merge join sees 200 (both branches); a fan-out doubles a branch
+    rows = {"src": StageRow(kind="source", items=100, cost=1e-3),
+            "a": StageRow(kind="stage", items=100, cost=4e-3, replicas=2),  # 2 ms / item
+            "b": StageRow(kind="stage", items=100, cost=1e-3),  # 1 ms
+            "j": StageRow(kind="stage", items=200, cost=1.5e-3),  # 2 x 1.5 = 3 ms: the bound
+            "out": StageRow(kind="sink", items=200, cost=0.1e-3)}
+    gb = graph_bound(rows)
+    assert gb["stage"] == "j" and gb["period"] == pytest.approx(3e-3)
+    assert gb["per_stage"]["a"] == pytest.approx(2e-3)
+    assert "x 2 items per source item / 1 replica = 3.000 ms" in gb["reason"]
+    assert "graph bound at 'j'" in bottleneck(rows, gb)["reason"]
+
+
+def test_simulator_refuses_a_graph_instead_of_simulating_a_chain():
+    from streampipe.sim import Dist, simulate
+
+    plan = make_plan(parse_job(job(*FORK_JOIN)))
+    with pytest.raises(ValueError, match="simulate: the simulator models linear pipelines"):
+        simulate(plan, [Dist("const", 1e-3)] * len(plan.stages), 10)
+
+
+def test_checkpoint_is_refused_on_a_graph():
+    with pytest.raises(JobError, match=r"pipeline\.checkpoint: supported on linear pipelines "
+                                       r"only, this job is a graph"):
+        parse_job(job(*FORK_JOIN, checkpoint=True), check_imports=False)
+
+
+def test_trace_flows_follow_the_graph_edges():
+    import numpy as np
+
+    from streampipe.events import WIDTH
+    from streampipe.trace import trace_events
+
+    plan = make_plan(parse_job(job(*FORK_JOIN)))
+    ranks = []
+    for r in range(plan.size):  # one item (seq 0) on every rank
+        ev = np.zeros((1, WIDTH))
+        ev[0, 1:5] = [r, r + 0.1, r + 0.5, r + 0.6]
+        ranks.append({"wall0": 0.0, "events": ev})
+    flows = [e for e in trace_events(plan, ranks) if e["ph"] == "f"]
+    # src -> sq, src -> id, sq -> both, id -> both, both -> out
+    assert sorted(e["tid"] for e in flows) == [1, 2, 3, 3, 4]
