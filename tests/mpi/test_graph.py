@@ -9,7 +9,7 @@ import json
 from collections import Counter
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from streampipe.job import load_job, parse_job
@@ -108,10 +108,24 @@ def _bag(result):
     return {k: Counter(json.dumps(v) for v in vs) for k, vs in result.items()}
 
 
-@settings(max_examples=8, deadline=None, derandomize=True,
+# always tried: a fork into a replicated drop and a replicated key-routed branch, zipped (the
+# dropped item drops its partner), then a fan-out; capacity 1 and small batches, 8 ranks
+FORK_ZIP = ({"capacity": 1, "batch": 4, "ordered": True}, [
+    {"name": "s0", "uses": "tests.stages:Numbers", "params": {"n": 300}},
+    {"name": "m0", "uses": "tests.stages:DropAt", "replicas": 2, "inputs": ["s0"],
+     "params": {"at": 7}},
+    {"name": "m1", "uses": "tests.stages:Tag", "replicas": 2, "inputs": ["s0"],
+     "route": "key", "key": "tests.stages:key_mod5", "params": {"t": "m1"}},
+    {"name": "m2", "uses": "tests.stages:Identity", "inputs": ["m0", "m1"], "join": "zip"},
+    {"name": "m3", "uses": "tests.stages:Branch", "params": {"k": 3, "drop": 4}},
+    {"name": "out0", "uses": "tests.stages:Collect"}])
+
+
+@settings(max_examples=7, deadline=None, derandomize=True,
           suppress_health_check=[HealthCheck.function_scoped_fixture,
                                  HealthCheck.too_slow])
 @given(graphs())
+@example(FORK_ZIP)
 def test_random_graphs_equal_the_serial_evaluation(tmp_path, g):
     pipeline, stages = g
     path = tmp_path / "graph.toml"
