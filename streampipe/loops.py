@@ -80,6 +80,7 @@ class Loop:
         self.okinds: list[int] | None = None  # None: every output is an ITEM
         self.orows: list[int] | None = None  # None: output j comes from item j of the segment
         self.taken: Taken | None = None
+        self.unput_row: int | None = None  # first event row whose outputs wait for credit
         self.cur = 0  # index in `taken` of the record being processed (special path)
         self.in_item = False
         self.handing = False
@@ -156,7 +157,13 @@ class Loop:
         i = out.put_batch(keys, vals, kinds, rows)
         while i < len(keys):
             maybe = may_carry_buffers(vals[i])
-            self.rt.wait(lambda m=maybe: out.has_credit(m), M.BLOCKED, "waiting for credit")
+            # the items of the outputs not put yet are still held here: the wait must not
+            # settle their event rows (their t_sent is still to come)
+            self.unput_row = rows[i] if isinstance(rows, range) else min(rows[i:])
+            try:
+                self.rt.wait(lambda m=maybe: out.has_credit(m), M.BLOCKED, "waiting for credit")
+            finally:
+                self.unput_row = None
             i += out.put_batch(keys[i:], vals[i:], None if kinds is None else kinds[i:],
                                rows[i:])
 

@@ -23,15 +23,16 @@ from . import config
 from . import metrics as M
 from .channel import FeedbackIn, InPort, OutPort, Taken
 from .collect import Collector
-from .edges import GROUP, data_edge, feedback_edge
+from .edges import GROUP, LIVE, data_edge, feedback_edge
 from .faults import Fault
 from .feedback import Feedback
-from .finish import finish_run
+from .finish import finish_run, rank_record
 from .job import JobSpec, instantiate
+from .live import LiveCollector, LiveSender, live_path
 from .loops import Loop
 from .plan import Plan, Role, make_plan
 from .stage import Context, Sink, Source
-from .transport import AbortRequested, Transport
+from .transport import CONTROL, AbortRequested, Transport
 
 __all__ = ["RunOptions", "run_rank", "resolve_options"]
 
@@ -52,6 +53,7 @@ class RunOptions:
     checkpoint_every: float | None = None  # seconds between sink checkpoints
     spin_us: float | None = None
     recv: str | None = None
+    live: bool | None = None
     start_seq: int = 0
     resume_state: Any = None
     report: bool = True
@@ -116,6 +118,18 @@ class RankRuntime:
         self.ckpt: Any = None
         self.loop: Loop | None = None
         self.stage: Any = None
+        # the live view (with a run file): a snapshot a second from every rank to rank 0, which
+        # writes one record a second to RUN.h5.live.jsonl
+        self.live_in: LiveCollector | None = None
+        self.live_out: LiveSender | None = None
+        if opts.out and opts.live:
+            if self.rank == 0:
+                live = self.live_in = LiveCollector(plan, live_path(opts.out), self.m.wall0)
+                self.t.register(LIVE, lambda src, kind, snap: live.receive(src, snap))
+                self.live_out = LiveSender(self.m, lambda snap: live.receive(0, snap))
+            else:
+                self.live_out = LiveSender(
+                    self.m, lambda snap: self.t.send(0, CONTROL, LIVE, snap))
         self.progress = (Progress() if opts.progress and self.sp.kind == "sink"
                          and self.role.replica == 0 and self.role.is_root else None)
 
@@ -189,7 +203,11 @@ class RankRuntime:
             self.feedback.out.flush()
         if self.inp is not None:
             self.inp.flush_credits()
-        self.m.settle(out.oldest_row() if out is not None else None)
+        upto = out.oldest_row() if out is not None else None
+        unput = self.loop.unput_row if self.loop is not None else None
+        if unput is not None:
+            upto = unput if upto is None else min(upto, unput)
+        self.m.settle(upto)
 
     def wait(self, until: Any, state: int, what: str) -> None:
         """Wait (charged to ``state``) until ``until()``, keeping communication going."""
@@ -203,6 +221,12 @@ class RankRuntime:
         # downstream) or for feedback must not count, or the wrong stage would be blamed
         t_item, self.item_t0 = self.item_t0, None
         t_wait = time.perf_counter()
+        if self.live_out is not None:
+            cond = until
+
+            def until() -> bool:  # a waiting rank still reports once a second
+                self._live(time.perf_counter())
+                return cond()
         try:
             self.t.wait(until, what=what)
         finally:
@@ -227,8 +251,15 @@ class RankRuntime:
     def tick(self, now: float) -> None:
         """Between batches: take in credits, data and aborts (a rank that never waits too)."""
         self.t.poll()
+        if self.live_out is not None:
+            self._live(now)
         if self.progress is not None:
             self.progress.tick(self.m.items_in, now)
+
+    def _live(self, now: float) -> None:
+        self.live_out.tick(now)
+        if self.live_in is not None:
+            self.live_in.tick(self.m.wall0 + (now - self.m.t0))
 
     # ------------------------------------------------------------------ feedback API (ctx)
     def _feedback(self) -> Feedback:
@@ -374,14 +405,14 @@ def _finish(rt: RankRuntime, result: Any) -> Any:
     """Collect every rank's metrics and results on rank 0, write the run file, share results."""
     rt.m.close()
     wait = lambda until, what: rt.t.wait(until, what=what)  # noqa: E731
-    got = rt.collector.gather((rt.stats(), rt.sp.kind == "sink" and rt.role.is_root, result),
-                              wait)
+    record = rank_record(rt.stats(), rt.opts.out, rt.rank)
+    got = rt.collector.gather((record, rt.sp.kind == "sink" and rt.role.is_root, result), wait)
     final = None
     if got is not None:
         results = [g[2] for g in got if g[1]]
         final = results[0] if len(results) == 1 else results
         finish_run(rt.spec, rt.plan, rt.opts, [g[0] for g in got], status="ok", error=None,
-                   result=final)
+                   result=final, live=rt.live_in)
     final = rt.collector.share(final, wait)
     rt.t.drain_sends()
     rt.t.close()
@@ -417,13 +448,17 @@ def _fail(rt: RankRuntime, exc: BaseException | None, failed_rank: int,
     else:
         msg = f"stopped because rank {failed_rank} failed"
     grace = 2.0
-    got = rt.collector.gather_failed(rt.stats(), grace)
+    try:
+        record = rank_record(rt.stats(), rt.opts.out, rt.rank)
+    except Exception:  # noqa: BLE001 - no shard (disk full?): the events travel instead
+        record = rt.stats()
+    got = rt.collector.gather_failed(record, grace)
     if got is not None:
         try:
             err = msg if exc is not None else remote_message or f"rank {failed_rank} failed"
             ranks = [g[0] if isinstance(g, tuple) else g for g in got]  # DONE or FAIL payloads
             finish_run(rt.spec, rt.plan, rt.opts, ranks, status="failed", error=err,
-                       result=None)
+                       result=None, live=rt.live_in)
         except Exception as werr:  # noqa: BLE001
             print(f"streampipe: could not write the run file: {werr}", file=sys.stderr, flush=True)
     else:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import textwrap
 from collections import Counter
 
+import numpy as np
 import pytest
 
 from streampipe.runfile import read
@@ -63,6 +64,16 @@ def test_unordered_gives_the_same_multiset(tmp_path):
     assert Counter(run["meta"]["result"]) == Counter(i * i for i in range(n))
 
 
+def assert_little_exact(run):
+    """Per rank, the held level's integral is the sum of the items' times inside (t_sent -
+    t_recv): both are the same quantity, so they agree to rounding (every event kept)."""
+    for r in run["ranks"]:
+        ev = np.asarray(r["events"])
+        assert r["events_dropped"] == 0 and len(ev) == r["items_in"]
+        inside = float(np.sum(ev[:, 4] - ev[:, 1]))
+        assert r["held_area"] == pytest.approx(inside, rel=1e-6, abs=1e-9), r["stage"]
+
+
 def test_backpressure_bounds_what_each_stage_holds(tmp_path):
     cap, batch = 3, 4
     run = run_ok(tmp_path, f"""
@@ -99,6 +110,7 @@ def test_backpressure_bounds_what_each_stage_holds(tmp_path):
     # the source was really held back: it spent most of its time blocked on credit
     assert s["numbers"]["blocked"] > 0.5
     assert run["meta"]["result"] == {"n": 300, "sum": sum(i * i for i in range(300))}
+    assert_little_exact(run)
 
 
 def test_backpressure_bounds_arrays_by_capacity(tmp_path):
@@ -135,6 +147,7 @@ def test_backpressure_bounds_arrays_by_capacity(tmp_path):
     # held back: blocked most of the time (what is left is start-up and the final drain)
     assert s["arrays"]["blocked"] > 0.5
     assert run["meta"]["result"] == {"n": 150, "sum": 8192 * sum(range(150))}
+    assert_little_exact(run)  # a blocked put of arrays settles no row before it is sent
 
 
 def test_large_arrays_arrive_bit_exact(tmp_path):
