@@ -32,6 +32,7 @@ from .live import LiveCollector, LiveSender, live_path
 from .loops import Loop
 from .plan import Plan, Role, make_plan
 from .stage import Context, Sink, Source
+from .startup import stamp, stamps
 from .transport import CONTROL, AbortRequested, Transport
 
 __all__ = ["RunOptions", "run_rank", "resolve_options"]
@@ -287,8 +288,10 @@ class RankRuntime:
     def run(self) -> Any:
         self._open_ports()
         self.stage = stage = self._make_stage()
+        stamp("node")  # ports open, node discovery and device choice done (collectives)
         self._start_watchdog()
         stage.setup(stage.ctx)
+        stamp("ready")
         self.seq = None
         if isinstance(stage, Sink) and self.spec.checkpoint:
             from .resume import Checkpointer
@@ -360,7 +363,7 @@ class RankRuntime:
                  replica=self.role.replica, group_rank=self.role.group_rank, host=self.host,
                  cpus=os.cpu_count() or 0, bytes_sent=t.bytes_sent,
                  bytes_received=t.bytes_received, messages_sent=t.messages_sent,
-                 messages_received=t.messages_received)
+                 messages_received=t.messages_received, startup=stamps())
         return d
 
 
