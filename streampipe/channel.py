@@ -101,6 +101,12 @@ class OutPort:
         self.on_sent = on_sent
         n = len(dests)
         self.credit = [capacity] * n
+        # most records per message to each receiver: ``batch``, and no more than ``max_delay``
+        # of the receiver's work (its pace comes with its credits), so replicas of a slow stage
+        # share the items instead of one taking 64 of them while the rest idle (and an ordered
+        # merge behind them waits); 1 until a receiver has said its pace
+        self.max_delay = max_delay
+        self.limit = [1] * n
         self.open: list[_Open | None] = [None] * n
         self.pending = 0  # records in open batches
         self.starving = n  # receivers with nothing in flight
@@ -116,9 +122,11 @@ class OutPort:
         transport.register(edge, self._on_credit)
 
     def _on_credit(self, src: int, kind: int, payload: Any) -> None:
-        c, n, closed = payload
+        c, n, closed, pace = payload
         j = self._index[src]
         self.credit[j] += c
+        if pace > 0:
+            self.limit[j] = max(1, min(self.batch, int(self.max_delay / pace)))
         if c and self.credit[j] == self.capacity:
             self.starving += 1
         if n:
@@ -143,7 +151,7 @@ class OutPort:
         c = self.credit[j]
         if c < 1:
             return i, m
-        lim = min(n, i + self.batch - have)
+        lim = min(n, i + self.limit[j] - have)
         if INLINE_TYPES.issuperset(map(type, values[i:lim])):
             return lim, m  # numbers only (the common case): one type check in C per record
         e = i
@@ -198,7 +206,7 @@ class OutPort:
                 for j in range(len(self.dests)):
                     self._extend(j, keys, values, kinds, rows, i, e,
                                  self._room(j, values, i, e)[1], now)
-                    if len(self.open[j].keys) >= self.batch:
+                    if len(self.open[j].keys) >= self.limit[j]:
                         self._send(j, now)
             else:
                 j = self._target(values[i])
@@ -209,7 +217,7 @@ class OutPort:
                     break
                 self._extend(j, keys, values, kinds, rows, i, e, m, now)
                 self._cur = j
-                if len(self.open[j].keys) >= self.batch:
+                if len(self.open[j].keys) >= self.limit[j]:
                     self._send(j, now)
             i = e
         if i:
@@ -354,6 +362,7 @@ class InPort:
         self.msgs: dict[int, deque[list[int]]] = {s: deque() for s in sources}  # [cost, left]
         self.owed = {s: [0, 0] for s in sources}  # credits, records consumed and not returned
         self.credit_batch = max(1, capacity // 2)
+        self.pace = 0.0  # seconds per item of the stage reading this port (its loop sets it)
         self.on_arrival = on_arrival
         self._next: Taken | None = None
         transport.register(edge, self._on_data)
@@ -436,7 +445,7 @@ class InPort:
     def _return(self, src: int, closed: bool = False) -> None:
         c, n = self.owed[src]
         self.owed[src] = [0, 0]
-        self.t.send_credit(src, self.edge, c, n, closed)
+        self.t.send_credit(src, self.edge, c, n, closed, self.pace)
 
     def _maybe_ack(self, src: int) -> None:
         # the closing ack is the last message to src on this edge: only when all its records

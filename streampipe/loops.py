@@ -110,6 +110,8 @@ class Loop:
                 arrivals = taken.arrivals(taken.done, upto) if taken is not None else None
                 rows = m.items(seqs, self.starts, self.ends, arrivals)
                 self.pace.update(self.ends[-1] - self.starts[0], len(seqs))
+                if self.inp is not None:
+                    self.inp.pace = self.pace.value  # our senders size their batches by it
                 seqs.clear()
                 self.starts.clear()
                 self.ends.clear()

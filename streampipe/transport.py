@@ -42,7 +42,7 @@ TAG_SELF = 7003  # start-up measurement of improbe (a message to this rank itsel
 DATA, CREDIT, EOS, ABORT, CONTROL, PROGRESS = range(6)
 
 HEAD = struct.Struct("<BBiqI")  # kind, flags, edge, argument, number of out-of-band buffers
-CREDIT_BODY = struct.Struct("<qqB")  # credits, records, closed
+CREDIT_BODY = struct.Struct("<qqBd")  # credits, records, closed, receiver's s per item
 BLOB_OUT_OF_BAND = 1  # flag: the body itself is the first out-of-band buffer
 POSTED_BYTES = 1 << 16  # frames up to this size arrive in the posted receive buffer
 INLINE_BYTES = 8192  # buffers smaller than this stay inside the pickle stream
@@ -305,7 +305,7 @@ class Transport:
     Handlers are registered per edge id (:meth:`register`); :meth:`poll` receives whatever has
     arrived and calls ``handler(source, kind, payload)`` in arrival order per source, where the
     payload of a DATA frame is ``(credits, unpickled body)``, of a CREDIT frame ``(credits, records,
-    closed)``, of an EOS frame None, and of a CONTROL or PROGRESS frame the object sent.
+    closed, pace)``, of an EOS frame None, and of a CONTROL or PROGRESS frame the object sent.
     """
 
     def __init__(self, comm: Any, on_transfer: Callable[[float], None] | None = None,
@@ -388,8 +388,10 @@ class Transport:
         self._on_transfer(time.perf_counter() - t0)
 
     def send_credit(self, dest: int, edge: int, credits: int, records: int,
-                    closed: bool = False) -> None:
-        self._frame(dest, CREDIT, edge, 0, CREDIT_BODY.pack(credits, records, closed))
+                    closed: bool = False, pace: float = 0.0) -> None:
+        """Credits back to a sender, with the records they free and (``pace`` > 0) how long
+        the receiving stage takes per item, which bounds the sender's batches to it."""
+        self._frame(dest, CREDIT, edge, 0, CREDIT_BODY.pack(credits, records, closed, pace))
 
     def send_eos(self, dest: int, edge: int) -> None:
         self._frame(dest, EOS, edge, 0, b"")
@@ -469,8 +471,8 @@ class Transport:
         if kind == DATA:
             payload: Any = (arg, pickle.loads(body, buffers=bufs))
         elif kind == CREDIT:
-            c, n, closed = CREDIT_BODY.unpack_from(body)
-            payload = (c, n, bool(closed))
+            c, n, closed, pace = CREDIT_BODY.unpack_from(body)
+            payload = (c, n, bool(closed), pace)
         elif kind == EOS:
             payload = None
         else:
