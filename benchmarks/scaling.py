@@ -4,7 +4,8 @@ For each rank count: the whole command's wall time, start-up (command start to t
 first item), the makespan (source's first item to the sink's last), finish (sink's last item to
 the command's end), rank 0's peak RSS (VmHWM, polled from /proc while the job runs), the run
 file's size (with its shards), and where start-up went (median over ranks of the stamps in the
-run file: process start -> streampipe imported -> job validated -> stage set up -> first item).
+run file: process start -> streampipe imported -> MPI initialised -> job validated -> node
+discovery and ports -> stage set up).
 Sleeping stages do not spin, so 128 ranks fit on 2 cores.
 
     PYTHONPATH=. python -m benchmarks.scaling [--ranks 8,32,64,128] [--reps 3] [--per 100]
@@ -142,8 +143,9 @@ def one(ranks: int, per: int, ms: float, code: Path, workdir: Path, tag: str) ->
         def span(a: str, b: str) -> float | None:
             xs = [s[b] - s[a] for s in stamps if a in s and b in s]
             return statistics.median(xs) if xs else None
-        row.update(imports=span("process", "imported"), validate=span("imported", "validated"),
-                   setup=span("validated", "ready"), last_ready=max(
+        row.update(imports=span("process", "imported"), mpi=span("imported", "mpi_init"),
+                   validate=span("mpi_init", "validated"), node=span("validated", "node"),
+                   setup=span("node", "ready"), last_ready=max(
                        (s["ready"] for s in stamps if "ready" in s), default=t0) - t0,
                    first_process=min((s["process"] for s in stamps if "process" in s),
                                      default=t0) - t0)
@@ -169,7 +171,7 @@ def main() -> None:
                     f"{k} {v:.2f}" for k, v in rows[r][-1].items() if isinstance(v, float)),
                     flush=True)
     keys = ["wall", "startup", "makespan", "finish", "rss0_mb", "file_mb", "first_process",
-            "imports", "validate", "setup", "last_ready"]
+            "imports", "mpi", "validate", "node", "setup", "last_ready"]
     print(f"\ncode: {args.code}; {args.reps} reps, min / median; load {os.getloadavg()[0]:.1f}")
     print("| ranks | items | " + " | ".join(keys) + " |")
     print("|---" * (len(keys) + 2) + "|")

@@ -104,6 +104,12 @@ class OutPort:
         self.on_sent = on_sent
         n = len(dests)
         self.credit = [capacity] * n
+        # most records per message to each receiver: ``batch``, and no more than ``max_delay``
+        # of the receiver's work (its pace comes with its credits), so replicas of a slow stage
+        # share the items instead of one taking 64 of them while the rest idle (and an ordered
+        # merge behind them waits); 1 until a receiver has said its pace
+        self.max_delay = max_delay
+        self.limit = [1] * n
         self.open: list[_Open | None] = [None] * n
         self.pending = 0  # records in open batches
         self.starving = n  # receivers with nothing in flight
@@ -120,9 +126,11 @@ class OutPort:
         transport.register(edge, self._on_credit)
 
     def _on_credit(self, src: int, kind: int, payload: Any) -> None:
-        c, n, closed = payload
+        c, n, closed, pace = payload
         j = self._index[src]
         self.credit[j] += c
+        if pace > 0:
+            self.limit[j] = max(1, min(self.batch, int(self.max_delay / pace)))
         if c and self.credit[j] == self.capacity:
             self.starving += 1
         if n:
@@ -155,7 +163,7 @@ class OutPort:
         c = self.credit[j]
         if c < 1:
             return i, m
-        lim = min(n, i + self.batch - have)
+        lim = min(n, i + self.limit[j] - have)
         if INLINE_TYPES.issuperset(map(type, values[i:lim])):
             return lim, m  # numbers only (the common case): one type check in C per record
         e = i
@@ -210,7 +218,7 @@ class OutPort:
                 for j in range(len(self.dests)):
                     self._extend(j, keys, values, kinds, rows, i, e,
                                  self._room(j, values, i, e)[1], now)
-                    if len(self.open[j].keys) >= self.batch:
+                    if len(self.open[j].keys) >= self.limit[j]:
                         self._send(j, now)
             else:
                 if self.route is not None:
@@ -224,7 +232,7 @@ class OutPort:
                     break
                 self._extend(j, keys, values, kinds, rows, i, e, m, now)
                 self._cur = j
-                if len(self.open[j].keys) >= self.batch:
+                if len(self.open[j].keys) >= self.limit[j]:
                     self._send(j, now)
             i = e
         if i:
@@ -387,6 +395,7 @@ class InPort:
         self.msgs: dict[int, deque[list[int]]] = {s: deque() for s in self.sources}
         self.owed = {s: [0, 0] for s in self.sources}  # credits, records not yet returned
         self.credit_batch = max(1, capacity // 2)
+        self.pace = 0.0  # seconds per item of the stage reading this port (its loop sets it)
         self.on_arrival = on_arrival or (lambda n, t: None)
         self.on_progress: Callable[[], None] | None = None  # an upstream mark moved on
         for e, _ in inputs:
@@ -486,7 +495,7 @@ class InPort:
     def _return(self, src: int, closed: bool = False) -> None:
         c, n = self.owed[src]
         self.owed[src] = [0, 0]
-        self.t.send_credit(src, self.edge_of[src], c, n, closed)
+        self.t.send_credit(src, self.edge_of[src], c, n, closed, self.pace)
 
     def _maybe_ack(self, src: int) -> None:
         # the closing ack is the last message to src on this edge: only when all its records

@@ -24,6 +24,7 @@ from .plot import write_plot
 from .report import analyze, summarize
 from .resume import resume_point
 from .runtime import RunOptions, run_rank
+from .startup import stamp
 from .summary import pipeline_rate
 from .summary import rows as summary_rows
 from .textreport import print_rich
@@ -158,8 +159,10 @@ def _run_ok(path: str) -> bool:
 
 
 def _run_here(args: argparse.Namespace, faults: list, start_seq: int, state: object) -> int:
+    stamp("imported")
     from mpi4py import MPI
 
+    stamp("mpi_init")
     comm = MPI.COMM_WORLD
     err = None
     try:
@@ -168,6 +171,7 @@ def _run_here(args: argparse.Namespace, faults: list, start_seq: int, state: obj
         err = str(exc)
     # every rank must agree before any collective call, or a lone failure would hang the rest
     errors = comm.allgather(err)
+    stamp("validated")
     first = next((e for e in errors if e), None)
     if first:
         if comm.Get_rank() == 0:

@@ -96,6 +96,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("spin_us", "float", -1.0,
             "us a wait polls before sleeping (-1: 100 when ranks <= cores, else 0)",
             env="STREAMPIPE_SPIN_US", lo=-1.0, hi=1e6, unit="us"),
+    Setting("live", "bool", True, "the live view: a snapshot a second from every rank to "
+            "rank 0, which writes RUN.h5.live.jsonl and /live (with a run file)",
+            env="STREAMPIPE_LIVE"),
     Setting("recv", "str", "probe", "how a rank receives: probe (improbe, twice per poll where "
             "one call reports late) or irecv (a posted any-source receive)",
             env="STREAMPIPE_RECV", choices=("probe", "irecv")),
@@ -113,7 +116,7 @@ _BY_NAME = {s.name: s for s in SETTINGS}
 JOB_SETTINGS = tuple(s for s in SETTINGS if s.job)
 # the settings a run resolves once at its start (RunOptions fields of the same names)
 RUN_SETTINGS = ("max_delay", "feedback_timeout", "feedback_limit", "checkpoint_every",
-                "event_limit", "spin_us", "recv")
+                "event_limit", "spin_us", "recv", "live")
 
 
 def setting(name: str) -> Setting:

@@ -7,7 +7,7 @@ ids are control traffic that exists on every rank, whatever the plan.
 
 from __future__ import annotations
 
-__all__ = ["ABORT", "GROUP", "DONE", "RESULT", "FAIL", "TRAIN_CHECKPOINT", "TRAIN_BASE",
+__all__ = ["ABORT", "GROUP", "DONE", "RESULT", "FAIL", "LIVE", "TRAIN_CHECKPOINT", "TRAIN_BASE",
            "data_edge", "feedback_edge"]
 
 ABORT = -1  # any rank -> all: stop, another rank failed
@@ -15,6 +15,7 @@ GROUP = -2  # group root -> members: the next item (or the end) of a group stage
 DONE = -3  # rank -> rank 0 at the end: metrics and the sink's result (collect.py)
 RESULT = -4  # rank 0 -> all at the end: the job's result (collect.py)
 FAIL = -5  # rank -> rank 0 after a failure: partial metrics (collect.py)
+LIVE = -6  # rank -> rank 0 once a second: a snapshot of its counters (live.py)
 TRAIN_CHECKPOINT = -22  # training rank -> rank 0 after each epoch: weights for the checkpoint
 TRAIN_BASE = 1000  # training link i uses edge id TRAIN_BASE + i
 

@@ -3,7 +3,8 @@
 Every rank sends rank 0 a snapshot of its counters once a second (:class:`LiveSender`, a few
 numbers on the control channel, never on the data path: one ``perf_counter`` comparison per
 loop turn, one small message per second). Rank 0 (:class:`LiveCollector`) turns the latest
-snapshots into one record per second: per stage the items taken in, items/s, the busy / starved
+snapshots into one record per second: per stage the items done (taken in and passed on, or
+consumed by a sink; not those still queued), items/s, the busy / starved
 / blocked / transfer / io / other split over the last second and the items held, plus the
 current bottleneck. It appends each record as a JSON line to ``RUN.h5.live.jsonl`` and keeps the
 series for the run file (``/live``). :func:`watch` follows that file: ``streampipe run`` shows
@@ -37,11 +38,14 @@ def live_path(run_file: str) -> Path:
 
 
 def snapshot(rec: Any, now: float) -> tuple:
-    """A rank's counters now: wall time, items in/out, the time split including the state the
-    rank is in right now (the recorder only books a state when it is left), items held."""
+    """A rank's counters now: wall time, items done, items out, the time split including the
+    state the rank is in right now (the recorder only books a state when it is left), items
+    held. Done, not received: a busy stage's queue fills ahead of it, so its arrival rate
+    overstates what it passes (capacity x batch records ahead of a slow stage)."""
     totals = list(rec.totals)
     totals[rec.state] += now - rec.t_state
-    return (rec.wall0 + (now - rec.t0), rec.items_in, rec.items_out, totals, rec.held.value)
+    held = rec.held.value
+    return (rec.wall0 + (now - rec.t0), rec.items_in - held, rec.items_out, totals, held)
 
 
 class LiveSender:
@@ -68,8 +72,11 @@ class LiveCollector:
         self.plan, self.path, self.t0 = plan, path, t0
         self.latest: dict[int, tuple] = {}
         self.prev: dict[int, tuple] = {}
+        self.figures: dict[int, tuple[float, list[float]]] = {}  # rank -> (rate, split)
         self.records: list[dict[str, Any]] = []
-        self.next = 0.0
+        # the first record a little after the ranks' first snapshots (each sends one a second
+        # after its start)
+        self.next = t0 + EVERY + 0.1
         self.out = None
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -86,25 +93,32 @@ class LiveCollector:
         self.emit(wall)
 
     def emit(self, wall: float) -> dict[str, Any]:
+        """One record from the latest snapshots. A rank's rate and time split are over the
+        interval between its last two snapshots; a rank with no new snapshot since the last
+        record (its second ticks a little after rank 0's, or it is inside a long item) keeps
+        the figures it had, rather than showing a second of nothing."""
         stages: dict[str, dict[str, float]] = {}
         for st in self.plan.stages:
             rows = []
             for r in st.ranks:
-                now, before = self.latest.get(r), self.prev.get(r)
+                now = self.latest.get(r)
                 if now is None:
                     continue
-                dt = now[0] - before[0] if before is not None else now[0] - self.t0
-                base = before if before is not None else (self.t0, 0, 0, [0.0] * len(STATES), 0)
-                rows.append((r in st.roots, now, base, max(dt, 1e-9)))
+                if now is not self.prev.get(r) or r not in self.figures:
+                    before = self.prev.get(r) or (self.t0, 0, 0, [0.0] * len(STATES), 0)
+                    dt = max(now[0] - before[0], 1e-9)
+                    self.figures[r] = ((now[1] - before[1]) / dt,
+                                       [min(max((a - b) / dt, 0.0), 1.0)
+                                        for a, b in zip(now[3], before[3], strict=True)])
+                rows.append((r in st.roots, now, *self.figures[r]))
             if not rows:
                 continue
             roots = [x for x in rows if x[0]]
             row = {"items": int(sum(n[1] for _, n, _, _ in roots)),
-                   "rate": float(sum((n[1] - b[1]) / dt for _, n, b, dt in roots)),
+                   "rate": float(sum(rate for _, _, rate, _ in roots)),
                    "held": int(sum(n[4] for _, n, _, _ in roots))}
             for i, s in enumerate(STATES):
-                row[s] = float(np.mean([min(max((n[3][i] - b[3][i]) / dt, 0.0), 1.0)
-                                        for _, n, b, dt in rows]))
+                row[s] = float(np.mean([fr[i] for _, _, _, fr in rows]))
             stages[st.name] = row
         self.prev.update(self.latest)
         bottleneck = max(stages, key=lambda n: stages[n]["busy"] + stages[n]["io"],

@@ -86,6 +86,7 @@ class Loop:
         self.ovals: list[Any] = []
         self.orows: list[int] | None = None  # None: output j comes from item j of the segment
         self.taken: Taken | None = None
+        self.unput_row: int | None = None  # first event row whose outputs wait for credit
         self.cur = 0  # index in `taken` of the record being processed (special path)
         self.in_item = False
         self.handing = False
@@ -152,6 +153,8 @@ class Loop:
                 arrivals = taken.arrivals(taken.done, upto) if taken is not None else None
                 rows = m.items(seqs, self.starts, self.ends, arrivals)
                 self.pace.update(self.ends[-1] - self.starts[0], len(seqs))
+                if self.inp is not None:
+                    self.inp.pace = self.pace.value  # our senders size their batches by it
                 seqs.clear()
                 self.starts.clear()
                 self.ends.clear()
@@ -219,8 +222,15 @@ class Loop:
                 self.put_low = None
                 return
             self.put_low = min(keys[done[j]] for j in behind)
-            self.rt.wait(lambda b=behind: any(outs[j].can_put(keys[done[j]], vals[done[j]])
-                                              for j in b), M.BLOCKED, "waiting for credit")
+            # the items of the outputs not put yet are still held here: the wait must not
+            # settle their event rows (their t_sent is still to come)
+            self.unput_row = min(rows[done[j]] if isinstance(rows, range) else min(rows[done[j]:])
+                                 for j in behind)
+            try:
+                self.rt.wait(lambda b=behind: any(outs[j].can_put(keys[done[j]], vals[done[j]])
+                                                  for j in b), M.BLOCKED, "waiting for credit")
+            finally:
+                self.unput_row = None
             for j in behind:
                 i = done[j]
                 done[j] += outs[j].put_batch(keys[i:], vals[i:], None, rows[i:])

@@ -210,6 +210,10 @@ class Plan:
 
     @property
     def is_chain(self) -> bool:
+        """Every stage reads only the stage before it (a plan built without edges counts as
+        one: stage i after stage i - 1)."""
+        if not self.edges:
+            return True
         return all(s.inputs == ((s.index - 1,) if s.index else ()) for s in self.stages)
 
 

@@ -24,16 +24,18 @@ from . import config
 from . import metrics as M
 from .channel import FeedbackIn, InPort, OutPort, Taken
 from .collect import Collector
-from .edges import GROUP, data_edge, feedback_edge
+from .edges import GROUP, LIVE, data_edge, feedback_edge
 from .faults import Fault
 from .feedback import Feedback
-from .finish import finish_run
+from .finish import finish_run, rank_record
 from .job import JobSpec, instantiate, resolve_uses
+from .live import LiveCollector, LiveSender, live_path
 from .loops import Loop
 from .plan import Plan, Role, make_plan
 from .routing import key_replica
 from .stage import Context, Sink, Source
-from .transport import AbortRequested, Transport
+from .startup import stamp, stamps
+from .transport import CONTROL, AbortRequested, Transport
 
 __all__ = ["RunOptions", "run_rank", "resolve_options"]
 
@@ -54,6 +56,7 @@ class RunOptions:
     checkpoint_every: float | None = None  # seconds between sink checkpoints
     spin_us: float | None = None
     recv: str | None = None
+    live: bool | None = None
     start_seq: int = 0
     resume_state: Any = None
     report: bool = True
@@ -118,6 +121,18 @@ class RankRuntime:
         self.ckpt: Any = None
         self.loop: Loop | None = None
         self.stage: Any = None
+        # the live view (with a run file): a snapshot a second from every rank to rank 0, which
+        # writes one record a second to RUN.h5.live.jsonl
+        self.live_in: LiveCollector | None = None
+        self.live_out: LiveSender | None = None
+        if opts.out and opts.live:
+            if self.rank == 0:
+                live = self.live_in = LiveCollector(plan, live_path(opts.out), self.m.wall0)
+                self.t.register(LIVE, lambda src, kind, snap: live.receive(src, snap))
+                self.live_out = LiveSender(self.m, lambda snap: live.receive(0, snap))
+            else:
+                self.live_out = LiveSender(
+                    self.m, lambda snap: self.t.send(0, CONTROL, LIVE, snap))
         self.progress = (Progress() if opts.progress and self.sp.kind == "sink"
                          and self.role.replica == 0 and self.role.is_root else None)
 
@@ -212,7 +227,11 @@ class RankRuntime:
             self.feedback.out.flush()
         if self.inp is not None:
             self.inp.flush_credits()
-        self.m.settle(loop.oldest_row() if loop is not None else None)
+        upto = loop.oldest_row() if loop is not None else None
+        unput = loop.unput_row if loop is not None else None
+        if unput is not None:
+            upto = unput if upto is None else min(upto, unput)
+        self.m.settle(upto)
 
     def _input_progress(self) -> None:
         """An upstream said how far it got: pass it on while this rank waits for input (its
@@ -239,6 +258,12 @@ class RankRuntime:
         # downstream) or for feedback must not count, or the wrong stage would be blamed
         t_item, self.item_t0 = self.item_t0, None
         t_wait = time.perf_counter()
+        if self.live_out is not None:
+            cond = until
+
+            def until() -> bool:  # a waiting rank still reports once a second
+                self._live(time.perf_counter())
+                return cond()
         try:
             self.t.wait(until, what=what)
         finally:
@@ -270,8 +295,15 @@ class RankRuntime:
     def tick(self, now: float) -> None:
         """Between batches: take in credits, data and aborts (a rank that never waits too)."""
         self.t.poll()
+        if self.live_out is not None:
+            self._live(now)
         if self.progress is not None:
             self.progress.tick(self.m.items_in, now)
+
+    def _live(self, now: float) -> None:
+        self.live_out.tick(now)
+        if self.live_in is not None:
+            self.live_in.tick(self.m.wall0 + (now - self.m.t0))
 
     # ------------------------------------------------------------------ feedback API (ctx)
     def _feedback(self) -> Feedback:
@@ -299,8 +331,10 @@ class RankRuntime:
     def run(self) -> Any:
         self._open_ports()
         self.stage = stage = self._make_stage()
+        stamp("node")  # ports open, node discovery and device choice done (collectives)
         self._start_watchdog()
         stage.setup(stage.ctx)
+        stamp("ready")
         self.seq = None
         if isinstance(stage, Sink) and self.spec.checkpoint:
             from .resume import Checkpointer
@@ -374,7 +408,7 @@ class RankRuntime:
                  replica=self.role.replica, group_rank=self.role.group_rank, host=self.host,
                  cpus=os.cpu_count() or 0, bytes_sent=t.bytes_sent,
                  bytes_received=t.bytes_received, messages_sent=t.messages_sent,
-                 messages_received=t.messages_received)
+                 messages_received=t.messages_received, startup=stamps())
         return d
 
 
@@ -419,13 +453,14 @@ def _finish(rt: RankRuntime, result: Any) -> Any:
     """Collect every rank's metrics and results on rank 0, write the run file, share results."""
     rt.m.close()
     wait = lambda until, what: rt.t.wait(until, what=what)  # noqa: E731
+    record = rank_record(rt.stats(), rt.opts.out, rt.rank)
     sink = rt.sp.name if rt.sp.kind == "sink" and rt.role.is_root else None
-    got = rt.collector.gather((rt.stats(), sink, result), wait)
+    got = rt.collector.gather((record, sink, result), wait)
     final = None
     if got is not None:
         final = _results(rt.plan, [(g[1], g[2]) for g in got])
         finish_run(rt.spec, rt.plan, rt.opts, [g[0] for g in got], status="ok", error=None,
-                   result=final)
+                   result=final, live=rt.live_in)
     final = rt.collector.share(final, wait)
     rt.t.drain_sends()
     rt.t.close()
@@ -474,13 +509,17 @@ def _fail(rt: RankRuntime, exc: BaseException | None, failed_rank: int,
     else:
         msg = f"stopped because rank {failed_rank} failed"
     grace = 2.0
-    got = rt.collector.gather_failed(rt.stats(), grace)
+    try:
+        record = rank_record(rt.stats(), rt.opts.out, rt.rank)
+    except Exception:  # noqa: BLE001 - no shard (disk full?): the events travel instead
+        record = rt.stats()
+    got = rt.collector.gather_failed(record, grace)
     if got is not None:
         try:
             err = msg if exc is not None else remote_message or f"rank {failed_rank} failed"
             ranks = [g[0] if isinstance(g, tuple) else g for g in got]  # DONE or FAIL payloads
             finish_run(rt.spec, rt.plan, rt.opts, ranks, status="failed", error=err,
-                       result=None)
+                       result=None, live=rt.live_in)
         except Exception as werr:  # noqa: BLE001
             print(f"streampipe: could not write the run file: {werr}", file=sys.stderr, flush=True)
     else:

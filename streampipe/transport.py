@@ -42,7 +42,7 @@ TAG_SELF = 7003  # start-up measurement of improbe (a message to this rank itsel
 DATA, CREDIT, EOS, ABORT, CONTROL, PROGRESS = range(6)
 
 HEAD = struct.Struct("<BBiqI")  # kind, flags, edge, argument, number of out-of-band buffers
-CREDIT_BODY = struct.Struct("<qqB")  # credits, records, closed
+CREDIT_BODY = struct.Struct("<qqBd")  # credits, records, closed, receiver's s per item
 BLOB_OUT_OF_BAND = 1  # flag: the body itself is the first out-of-band buffer
 POSTED_BYTES = 1 << 16  # frames up to this size arrive in the posted receive buffer
 INLINE_BYTES = 8192  # buffers smaller than this stay inside the pickle stream
@@ -84,6 +84,13 @@ def _fine_sleeps() -> None:
         pass
 
 
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
 def spin_window(ranks_on_node: int, spin_us: float = -1.0) -> float:
     """Seconds a wait may poll without sleeping: 100 us when every rank of the node has a core
     of its own (waking from a sleep costs more than the wait), none when ranks share cores
@@ -91,11 +98,7 @@ def spin_window(ranks_on_node: int, spin_us: float = -1.0) -> float:
     ``spin_us``) decides instead."""
     if spin_us >= 0:
         return spin_us * 1e-6
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        cores = os.cpu_count() or 1
-    return 100e-6 if ranks_on_node <= cores else 0.0
+    return 100e-6 if ranks_on_node <= _cores() else 0.0
 
 
 def node_peers(comm: Any) -> list[int]:
@@ -112,6 +115,10 @@ def node_peers(comm: Any) -> list[int]:
         node.Free()
 
 
+POLL_CPU = 10e-6  # CPU seconds of one poll on waking up (two improbes, the wait's loop)
+MAX_CAP = 20e-3  # longest sleep step of any wait
+
+
 @dataclass
 class HostWaits:
     """How waits poll and sleep on this rank's host (measured: :func:`measure_host`,
@@ -122,16 +129,35 @@ class HostWaits:
     wake_cpu: float = 30e-6  # CPU seconds one sleep-and-wake costs
     spin: float = 0.0  # seconds a wait polls before it yields and sleeps
     yields: int = 16  # sched_yield()s between polling and sleeping
+    first: float = 10e-6  # the first sleep of a wait (the steps double from here)
     cap: float = 200e-6  # longest sleep while a wait is young
     cap_idle: float = 2e-3  # longest sleep once a wait has lasted IDLE_AFTER
 
     IDLE_AFTER = 20e-3
     IDLE_CPU = 0.05  # CPU-s per second an idle rank may spend on waking up
+    NODE_WAKE_SHARE = 0.1  # of the node's cores, the most that young waits may spend waking
+
+    def share_node(self, ranks: int, cores: int) -> None:
+        """Fit the back-off to ``ranks`` sharing ``cores``. Up to 4 ranks a core, nothing
+        changes. Beyond, waiting ranks would take the cores from the ranks with work (128
+        ranks on 2 cores: every rank runnable, the source at 1/128 of a core): each wake-up
+        costs about ``wake_cpu`` plus a poll, so the sleeps grow until the node's wake-ups
+        cost at most ``NODE_WAKE_SHARE`` of its cores (128 ranks on 2 cores: ~13 ms), and a
+        wait starts at an eighth of that instead of 10 us; yielding stops helping too."""
+        if ranks <= 4 * cores:
+            return
+        need = ranks * (self.wake_cpu + POLL_CPU) / (self.NODE_WAKE_SHARE * max(cores, 1))
+        self.yields = 0
+        if need > self.cap:
+            self.cap = min(need, MAX_CAP)
+            self.cap_idle = max(self.cap_idle, self.cap)
+            self.first = max(self.first, self.cap / 8)
 
     def as_dict(self) -> dict[str, Any]:
         return {"wait_recv": self.recv, "wait_probe_calls": self.probe_calls,
                 "wait_wake_cpu_us": 1e6 * self.wake_cpu, "wait_spin_us": 1e6 * self.spin,
-                "wait_yields": self.yields, "wait_cap_us": 1e6 * self.cap,
+                "wait_yields": self.yields, "wait_first_us": 1e6 * self.first,
+                "wait_cap_us": 1e6 * self.cap,
                 "wait_cap_idle_us": 1e6 * self.cap_idle}
 
 
@@ -187,23 +213,25 @@ def choose_recv(w: HostWaits, recv: str = "probe") -> str:
 
 class Backoff:
     """Poll for ``spin`` seconds (from the start of the wait), yield ``yields`` times, then sleep
-    steps doubling from 10 us up to ``cap``; once the wait has lasted ``idle_after``, up to
-    ``cap_idle``. A cap near 200 us frees the core without hurting lock-step pipelines
-    (MPI-NOTES.md); the idle cap keeps a rank with nothing to do near zero CPU.
+    steps doubling from ``first`` (10 us) up to ``cap``; once the wait has lasted
+    ``idle_after``, up to ``cap_idle``. A cap near 200 us frees the core without hurting
+    lock-step pipelines (MPI-NOTES.md); the idle cap keeps a rank with nothing to do near zero
+    CPU; with many ranks per core both grow (:meth:`HostWaits.share_node`).
     """
 
-    __slots__ = ("n", "k", "t0", "spin", "yields", "cap", "cap_idle", "idle_after")
+    __slots__ = ("n", "k", "t0", "spin", "yields", "cap", "cap_idle", "idle_after", "first")
 
     def __init__(self, spin: float = 0.0, yields: int = 16, cap: float = 200e-6,
-                 cap_idle: float = 2e-3, idle_after: float = HostWaits.IDLE_AFTER) -> None:
+                 cap_idle: float = 2e-3, idle_after: float = HostWaits.IDLE_AFTER,
+                 first: float = 10e-6) -> None:
         self.n = self.k = 0
         self.t0 = 0.0
         self.spin, self.yields, self.cap = spin, yields, cap
-        self.cap_idle, self.idle_after = cap_idle, idle_after
+        self.cap_idle, self.idle_after, self.first = cap_idle, idle_after, first
 
     @classmethod
     def of(cls, w: HostWaits) -> Backoff:
-        return cls(w.spin, w.yields, w.cap, w.cap_idle)
+        return cls(w.spin, w.yields, w.cap, w.cap_idle, first=w.first)
 
     def pause(self) -> bool:
         """Wait a little; True when it slept (time has passed: look at the clock again)."""
@@ -224,7 +252,7 @@ class Backoff:
             os.sched_yield()
             return False
         cap = self.cap if waited < self.idle_after else self.cap_idle
-        time.sleep(min(cap, 10e-6 * (1 << min(k - self.yields, 12))))
+        time.sleep(min(cap, self.first * (1 << min(k - self.yields, 12))))
         return True
 
 
@@ -305,7 +333,7 @@ class Transport:
     Handlers are registered per edge id (:meth:`register`); :meth:`poll` receives whatever has
     arrived and calls ``handler(source, kind, payload)`` in arrival order per source, where the
     payload of a DATA frame is ``(credits, unpickled body)``, of a CREDIT frame ``(credits, records,
-    closed)``, of an EOS frame None, and of a CONTROL or PROGRESS frame the object sent.
+    closed, pace)``, of an EOS frame None, and of a CONTROL or PROGRESS frame the object sent.
     """
 
     def __init__(self, comm: Any, on_transfer: Callable[[float], None] | None = None,
@@ -334,6 +362,7 @@ class Transport:
         peers = node_peers(self.comm)
         w = self.waits
         w.spin = spin_window(len(peers), spin_us)
+        w.share_node(len(peers), _cores())
         w.recv = choose_recv(w, recv)
         if w.recv == "irecv":  # nothing can be in flight yet: every rank is here
             self._recv = _Posted(self.comm, self.MPI)
@@ -388,8 +417,10 @@ class Transport:
         self._on_transfer(time.perf_counter() - t0)
 
     def send_credit(self, dest: int, edge: int, credits: int, records: int,
-                    closed: bool = False) -> None:
-        self._frame(dest, CREDIT, edge, 0, CREDIT_BODY.pack(credits, records, closed))
+                    closed: bool = False, pace: float = 0.0) -> None:
+        """Credits back to a sender, with the records they free and (``pace`` > 0) how long
+        the receiving stage takes per item, which bounds the sender's batches to it."""
+        self._frame(dest, CREDIT, edge, 0, CREDIT_BODY.pack(credits, records, closed, pace))
 
     def send_eos(self, dest: int, edge: int) -> None:
         self._frame(dest, EOS, edge, 0, b"")
@@ -469,8 +500,8 @@ class Transport:
         if kind == DATA:
             payload: Any = (arg, pickle.loads(body, buffers=bufs))
         elif kind == CREDIT:
-            c, n, closed = CREDIT_BODY.unpack_from(body)
-            payload = (c, n, bool(closed))
+            c, n, closed, pace = CREDIT_BODY.unpack_from(body)
+            payload = (c, n, bool(closed), pace)
         elif kind == EOS:
             payload = None
         else:

@@ -18,7 +18,7 @@ def test_frames_arrive_whole_and_in_order_and_an_edge_has_one_handler():
     r = json.loads(line[7:])
     assert r["kinds"] == r["expect"] and r["srcs"] == [0] * 6
     assert r["credits"] == [3, 3] and r["big"] and r["wide"]
-    assert r["credit"] == [2, 17, True] and r["progress"] == [41, 2]
+    assert r["credit"] == [2, 17, True, 2.5e-4] and r["progress"] == [41, 2]
     assert r["control"] == {"a": 1} and r["eos"] is None
     assert "edge 5 already has a handler" in r["dup"]
     # the measured wait strategy is recorded: improbe once, or twice where it reports late

@@ -25,7 +25,7 @@ if comm.rank == 0:
     for body in ((["k"], [big], None, None), (["w"], [wide], None, None)):
         blob, bufs = encode(body)
         t.send_data(1, 5, 3, blob, bufs)
-    t.send_credit(1, 5, 2, 17, closed=True)
+    t.send_credit(1, 5, 2, 17, closed=True, pace=2.5e-4)
     t.send(1, PROGRESS, 5, (41, 2))
     t.send(1, CONTROL, 5, {"a": 1})
     t.send_eos(1, 5)
