@@ -163,7 +163,10 @@ class OutPort:
         c = self.credit[j]
         if c < 1:
             return i, m
-        lim = min(n, i + self.limit[j] - have)
+        # at least one record: the limit can shrink below an open batch's size (a receiver's
+        # new pace), and a negative room would move the put backwards (records put twice);
+        # the batch is sent as soon as it reaches the limit
+        lim = min(n, i + max(self.limit[j] - have, 1))
         if INLINE_TYPES.issuperset(map(type, values[i:lim])):
             return lim, m  # numbers only (the common case): one type check in C per record
         e = i

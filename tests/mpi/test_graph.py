@@ -242,3 +242,16 @@ def test_a_failure_in_one_branch_ends_every_rank_naming_stage_rank_and_item(tmp_
     assert "stage 'right'" in done.stderr and "failed at item seq 700" in done.stderr, \
         done.output
     assert "rank " in done.stderr, done.output
+
+
+def test_a_bad_graph_is_refused_in_one_line_before_any_rank_starts(tmp_path):
+    path = tmp_path / "cycle.toml"
+    path.write_text(render({}, [
+        {"name": "src", "uses": "tests.stages:Numbers"},
+        {"name": "a", "uses": "tests.stages:Square", "inputs": ["src", "b"]},
+        {"name": "b", "uses": "tests.stages:Square", "inputs": ["a"]},
+        {"name": "out", "uses": "tests.stages:Collect", "inputs": ["b"]}]))
+    done = streampipe("run", str(path), timeout=30)
+    assert done.returncode == 2, done.output
+    assert "the stages form a cycle" in done.stderr and "Traceback" not in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
