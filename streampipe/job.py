@@ -238,11 +238,24 @@ def validate(spec: JobSpec, check_imports: bool = True) -> None:
             except StageError as exc:
                 raise JobError(str(exc)) from None
             _check_role(obj, i, len(spec.stages), where)
+            _check_params(obj, st)
             if spec.checkpoint:
                 _check_resumable(obj, i, len(spec.stages), where)
     if spec.ordered and spec.stages[0].replicas > 1:
         raise JobError("stages[0].replicas: a replicated source has no single order; "
                        "set pipeline.ordered = false or use one source replica")
+
+
+def _check_params(obj: Any, st: StageSpec) -> None:
+    """The stage's own parameter check (``Stage.check_params``), as a one-line JobError."""
+    check = getattr(_stage_class(obj), "check_params", None)
+    if check is None:
+        return
+    try:
+        check(dict(st.params), f"stages.{st.name}.params")
+    except (ValueError, TypeError, KeyError) as exc:
+        msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        raise JobError(str(msg)) from None
 
 
 def _stage_class(obj: Any) -> type:
