@@ -133,6 +133,7 @@ def runners(quick: bool) -> dict[str, tuple]:
         "Ray actors, 1 item per call": (lambda: _python("ray", 500, 1), 500),
         "Ray actors, 100 items per call": (lambda: _python("ray", n // 4, 100), n // 4),
         "streampipe (defaults)": (lambda: _sp(n, "1,1,1,1"), n),
+        "streampipe, live view off": (lambda: _sp(n, "1,1,1,1", live=False), n),
     }
     if importlib.util.find_spec("ray") is None:  # optional: pip install ray
         print("# Ray is not installed: its rows are left out", flush=True)
@@ -193,6 +194,10 @@ def main(argv=None) -> int:
           f"{verdict(sp / by['raw blocking recv + throttle'], 1.0)}")
     print(f"target streampipe >= 6 x multiprocessing.Queue(8): "
           f"{verdict(sp / by['multiprocessing Queue(8)'], 6.0)}")
+    cpu = {r[0]: r[3] for r in r4}
+    off = "streampipe, live view off"
+    print(f"live view: items/s {sp / by[off]:.3f} x (median, on / off), CPU per item "
+          f"{cpu['streampipe (defaults)'] / cpu[off]:.3f} x; target cost <= 1%")
     print(f"\n## 8 ranks, replicas 1,3,3,1 ({a.reps} repeats)\n")
     r8 = rows(measure(runners8(a.quick), a.reps))
     print(table(heads, r8))

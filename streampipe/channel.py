@@ -107,9 +107,10 @@ class OutPort:
         # most records per message to each receiver: ``batch``, and no more than ``max_delay``
         # of the receiver's work (its pace comes with its credits), so replicas of a slow stage
         # share the items instead of one taking 64 of them while the rest idle (and an ordered
-        # merge behind them waits); 1 until a receiver has said its pace
+        # merge behind them waits); 1 until a receiver has said its pace (feedback receivers
+        # never do: they take values on arrival)
         self.max_delay = max_delay
-        self.limit = [1] * n
+        self.limit = [batch if broadcast else 1] * n
         self.open: list[_Open | None] = [None] * n
         self.pending = 0  # records in open batches
         self.starving = n  # receivers with nothing in flight
@@ -214,6 +215,10 @@ class OutPort:
         now = time.perf_counter()
         i = 0
         while i < n:
+            for j, ob in enumerate(self.open):
+                # a receiver's pace came in after its batch was opened: that batch is full now
+                if ob is not None and len(ob.keys) >= self.limit[j] and self.credit[j] >= 1:
+                    self._send(j, now)
             if self.broadcast:
                 e = min(self._room(j, values, i, n)[0] for j in range(len(self.dests)))
                 if e == i:

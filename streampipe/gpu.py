@@ -26,6 +26,8 @@ from typing import Any
 
 import numpy
 
+from .transport import node_peers  # MPI itself is imported only inside its functions
+
 __all__ = [
     "DEVICES",
     "DeviceError",
@@ -148,7 +150,6 @@ def node_layout(comm: Any) -> tuple[int, int]:
     Collective: every rank of ``comm`` must call it, once, at the same point.  Unlike the
     launcher's environment variables it works under any launcher (mpiexec, srun, PBS).
     """
-    from .transport import node_peers  # noqa: PLC0415 - keep `import streampipe.gpu` MPI-free
 
     peers = node_peers(comm)
     return peers.index(comm.Get_rank()), len(peers)
@@ -250,7 +251,6 @@ def gpu_local_rank(peers: list[int], rank: int, gpu_ranks: Any) -> int:
 
 def gpu_node_rank(comm: Any, gpu_ranks: Any) -> int:
     """:func:`gpu_local_rank` of this rank on its node (collective over ``comm``)."""
-    from .transport import node_peers  # noqa: PLC0415 - keep `import streampipe.gpu` MPI-free
 
     return gpu_local_rank(node_peers(comm), comm.Get_rank(), gpu_ranks)
 

@@ -238,6 +238,7 @@ def validate(spec: JobSpec, check_imports: bool = True) -> None:
         except StageError as exc:
             raise JobError(str(exc)) from None
         classes.append(_stage_class(obj))
+        _check_params(obj, st)
     is_source = [(st.inputs == []) if cls is None else issubclass(cls, Source)
                  for st, cls in zip(spec.stages, classes, strict=True)]
     try:
@@ -346,6 +347,18 @@ def _check_edges(spec: JobSpec, graph: Graph) -> None:
                                f"back to {st.feedback_to!r}; a stage takes feedback from one "
                                "stage only")
             fed[st.feedback_to] = st.name
+
+
+def _check_params(obj: Any, st: StageSpec) -> None:
+    """The stage's own parameter check (``Stage.check_params``), as a one-line JobError."""
+    check = getattr(_stage_class(obj), "check_params", None)
+    if check is None:
+        return
+    try:
+        check(dict(st.params), f"stages.{st.name}.params")
+    except (ValueError, TypeError, KeyError) as exc:
+        msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        raise JobError(str(msg)) from None
 
 
 def _stage_class(obj: Any) -> type:

@@ -28,12 +28,15 @@ from .edges import GROUP, LIVE, data_edge, feedback_edge
 from .faults import Fault
 from .feedback import Feedback
 from .finish import finish_run, rank_record
+from .gpu import gpu_node_rank, record_gpu_memory, resolve_device, wire_hooks
 from .job import JobSpec, instantiate, resolve_uses
 from .live import LiveCollector, LiveSender, live_path
 from .loops import Loop
 from .plan import Plan, Role, make_plan
+from .resume import Checkpointer
 from .routing import key_replica
 from .stage import Context, Sink, Source
+from .staging import Staging
 from .startup import stamp, stamps
 from .transport import CONTROL, AbortRequested, Transport
 
@@ -183,8 +186,6 @@ class RankRuntime:
         return None
 
     def _make_stage(self) -> Any:
-        from .gpu import gpu_node_rank, resolve_device
-
         sp = self.sp
         stage = instantiate(self.sspec, f"stages[{sp.index}]")
         # collective (a split of the world by node): every rank calls it once, GPU stage or not
@@ -207,9 +208,6 @@ class RankRuntime:
                       comm=sub, group_rank=self.role.group_rank, _runtime=self)
         stage.ctx = ctx
         if device == "gpu":
-            from .gpu import wire_hooks
-            from .staging import Staging
-
             self.staging = Staging(wire_hooks(ctx), self.m)
             if self.feedback is not None and self.feedback.inp is not None:
                 self.feedback.inp.convert = self.staging.inbound
@@ -337,8 +335,6 @@ class RankRuntime:
         stamp("ready")
         self.seq = None
         if isinstance(stage, Sink) and self.spec.checkpoint:
-            from .resume import Checkpointer
-
             self.ckpt = Checkpointer(self.opts.out, self.plan.start_seq, self.opts.checkpoint_every)
             if self.opts.resume_state is not None:
                 stage.restore(self.opts.resume_state)
@@ -352,8 +348,6 @@ class RankRuntime:
         if self.progress is not None:
             self.progress.close()
         if stage.ctx.device == "gpu":
-            from .gpu import record_gpu_memory
-
             record_gpu_memory(self.m.extra, stage.ctx.xp)
         self.seq = "shutdown"
         self._shutdown()

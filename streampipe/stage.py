@@ -105,6 +105,14 @@ class Stage:
 
     ctx: Context
 
+    @classmethod
+    def check_params(cls, params: dict[str, Any], where: str) -> None:
+        """Check ``params`` when the job is loaded, before any rank starts (optional).
+
+        Raise ``ValueError`` (or ``TypeError``/``KeyError``) with a message naming the field,
+        e.g. ``f"{where}.n: must be >= 1"``; ``where`` is ``stages.NAME.params``. The default
+        accepts anything."""
+
     def setup(self, ctx: Context) -> None:
         """Called once on the stage's rank before the first item."""
 

@@ -148,3 +148,61 @@ def test_held_peak_counts_items_until_their_message_leaves():
     rec.sent([rows], t + 4)
     rec.settle()
     assert rec.held.value == 4
+
+
+# ----------------------------------------------------------------------------- the pace limit
+class _Wire:
+    """What an OutPort needs from a transport, keeping the messages it sends (the port's
+    decisions are pure logic; the frames themselves are tested under MPI)."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[int, int]] = []  # (receiver, records)
+
+    def register(self, edge, handler) -> None:
+        self.handler = handler
+
+    def send_data(self, dest, edge, credits, blob, bufs, t0=None) -> None:
+        import pickle
+
+        self.sent.append((dest, len(pickle.loads(blob, buffers=bufs)[0])))
+
+
+def _port(receivers: int, capacity: int = 4, batch: int = 64):
+    from streampipe.channel import OutPort
+
+    w = _Wire()
+    port = OutPort(w, 0, tuple(range(1, receivers + 1)), capacity, batch, M.Level(0.0),
+                   max_delay=1e-3)
+    return port, w
+
+
+def _credit(port, src: int, pace: float, credits: int = 0) -> None:
+    port._on_credit(src, 1, (credits, 0, False, pace))
+
+
+def test_batches_hold_at_most_max_delay_of_the_receivers_work():
+    port, w = _port(2)
+    keys = [(i,) for i in range(200)]
+    # before a receiver has said its pace: one record per message, so credits bound records
+    assert port.put_batch(keys, list(range(200))) == 8
+    assert sorted(w.sent) == [(1, 1)] * 4 + [(2, 1)] * 4
+    _credit(port, 1, pace=1e-5, credits=4)  # 10 us an item: 100 would fit, the batch caps at 64
+    _credit(port, 2, pace=4e-4, credits=4)  # 0.4 ms an item: 2 records (0.8 ms of work)
+    assert port.limit == [64, 2]
+    w.sent.clear()
+    # 4 credits each: receiver 1 could take 4 x 64 records, receiver 2 only 4 x 2
+    assert port.put_batch(keys[8:], list(range(8, 200))) == 192
+    port.flush()
+    assert sum(n for _, n in w.sent) == 192
+    assert all(n <= (64 if d == 1 else 2) for d, n in w.sent)
+    assert sum(n for d, n in w.sent if d == 2) <= 8
+
+
+def test_a_pace_that_arrives_after_a_batch_opened_sends_that_batch():
+    port, w = _port(1)
+    _credit(port, 1, pace=1e-6)
+    port.put_batch([(i,) for i in range(40)], list(range(40)))  # open: 40 records, not sent
+    assert w.sent == []
+    _credit(port, 1, pace=5e-3)  # the receiver turns out slow: 1 record per message
+    assert port.put_batch([(40,), (41,)], [40, 41]) == 2
+    assert w.sent[0] == (1, 40) and all(n == 1 for _, n in w.sent[1:])

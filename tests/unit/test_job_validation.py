@@ -174,3 +174,41 @@ def test_run_refuses_far_more_ranks_than_cores_unless_asked(tmp_path, capsys, mo
     monkeypatch.setenv("STREAMPIPE_MAX_RANKS", "lots")
     assert main(["run", str(jobf), "--quiet"]) == 2
     assert "STREAMPIPE_MAX_RANKS='lots': expected an integer" in capsys.readouterr().err
+
+
+class Scaled(sp.Stage):
+    """Multiplies by params.k, which must be a positive number (checked at load time)."""
+
+    @classmethod
+    def check_params(cls, params, where):
+        k = params.get("k", 1)
+        if isinstance(k, bool) or not isinstance(k, (int, float)) or k <= 0:
+            raise ValueError(f"{where}.k: must be a positive number, got {k!r}")
+
+    def setup(self, ctx):
+        self.k = ctx.params.get("k", 1)
+
+    def process(self, x):
+        return self.k * x
+
+
+def test_a_stage_checks_its_own_params_when_the_job_loads():
+    t = job(s1__uses="tests.unit.test_job_validation:Scaled")
+    t["stages"][1]["params"] = {"k": 2.5}
+    parse_job(t)
+    t["stages"][1]["params"] = {"k": -1}
+    with pytest.raises(JobError, match=r"^stages\.sq\.params\.k: must be a positive number, "
+                                       r"got -1$"):
+        parse_job(t)
+
+
+def test_builtin_params_are_checked_before_any_rank_starts(capsys):
+    # the video job's motion search has two choices; a third is refused by the launcher with
+    # one line (no traceback), naming the field as --set spells it
+    rc = main(["run", str(Path(__file__).parents[2] / "jobs" / "video.toml"),
+               "--set", 'stages.me.params.search="diamond"'])
+    err = capsys.readouterr().err
+    assert rc == 2 and "Traceback" not in err
+    assert err.strip().splitlines() == [
+        "streampipe run: error: stages.me.params.search: must be one of hierarchical, full, "
+        "got 'diamond'"]
