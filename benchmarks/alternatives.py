@@ -10,6 +10,7 @@ sink), min and median of ``--reps`` alternating repeats, and the wall time of th
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 import time
@@ -158,7 +159,7 @@ def workload(kind: str, nbytes: int, n: int, reps: int) -> list[list]:
 def main(argv=None) -> int:
     ap = parser(__doc__)
     ap.add_argument("--reps", type=int, default=3)
-    ap.add_argument("--worker", nargs=4, help=argparse_hidden())
+    ap.add_argument("--worker", nargs=4, help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
     if a.worker:
         name, kind, nbytes, n = a.worker
@@ -174,12 +175,6 @@ def main(argv=None) -> int:
     print(f"\nno regression: streampipe >= 9 x multiprocessing.Queue(8) on 1 MiB arrays "
           f"(the figure before the engine rewrite): {verdict(sp, 9.0)}")
     return 0
-
-
-def argparse_hidden() -> str:
-    import argparse
-
-    return argparse.SUPPRESS
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ repeats, and CPU per item summed over all processes (getrusage), which load dist
 
 from __future__ import annotations
 
+import argparse
 import importlib.util
 import json
 import resource
@@ -173,7 +174,7 @@ def rows(got: dict[str, list[dict]]) -> list[list]:
 def main(argv=None) -> int:
     ap = parser(__doc__)
     ap.add_argument("--reps", type=int, default=3)
-    ap.add_argument("--worker", nargs=3, help=argparse_hidden())
+    ap.add_argument("--worker", nargs=3, help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
     if a.worker:
         name, n, per_call = a.worker
@@ -209,12 +210,6 @@ def main(argv=None) -> int:
     print(f"target unordered >= 1.0 x the better raw any-source loop: "
           f"{verdict(by8['streampipe unordered'] / raw8, 1.0)}")
     return 0
-
-
-def argparse_hidden() -> str:
-    import argparse
-
-    return argparse.SUPPRESS
 
 
 if __name__ == "__main__":

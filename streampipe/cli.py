@@ -23,7 +23,7 @@ from .plan import Plan, make_plan
 from .plot import write_plot
 from .report import analyze, summarize
 from .resume import resume_point
-from .runtime import RunOptions, run_rank
+from .runtime import RunOptions, resolve_options, run_rank
 from .startup import stamp
 from .summary import pipeline_rate
 from .summary import rows as summary_rows
@@ -106,8 +106,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         start_seq, state = resume_point(args.resume)
     if args.no_launch or launch.under_mpi():
         return _run_here(args, faults, start_seq, state)
-    # validate everything (fields, imports) before any rank starts work
+    # validate everything (fields, imports, settings from the environment) before any rank
+    # starts work
     spec = load_job(args.job, args.overrides)
+    resolve_options(RunOptions(), spec)
     out = args.out or runfile.default_path(spec.name)
     argv = ["run", args.job, "--no-launch", "--out", out]
     for o in args.overrides:
@@ -167,7 +169,8 @@ def _run_here(args: argparse.Namespace, faults: list, start_seq: int, state: obj
     err = None
     try:
         spec = load_job(args.job, args.overrides)
-    except JobError as exc:
+        resolve_options(RunOptions(), spec)
+    except (JobError, ValueError) as exc:
         err = str(exc)
     # every rank must agree before any collective call, or a lone failure would hang the rest
     errors = comm.allgather(err)

@@ -54,11 +54,12 @@ def test_sleep_pipeline_rate_matches_the_simulator(tmp_path):
     run = read(str(out))
     plan = make_plan(load_job(str(job)))
     real = run["summary"]["sink"]["throughput"]
-    # nominal times: sleep overshoot and per-item overhead (~0.1 ms on 8 ms) make the real run
-    # a few % slower; 10% is the bar and leaves room for a loaded 2-core machine
+    # nominal times are a bound: a stage sleeps at least its 8 ms, so the real run is never
+    # faster than their simulation (2% for the rate's measurement); how much slower depends on
+    # the sleep's overshoot, which grows with the machine's load (0.1 ms quiet, 1-2 ms loaded)
     nominal = simulate(plan, {"numbers": Dist("const", 2e-3), "slow": Dist("const", 8e-3),
                               "fast": Dist("const", 3e-3)}, 150)
-    assert nominal.summary["sink"].throughput == pytest.approx(real, rel=0.10)
+    assert real <= 1.02 * nominal.summary["sink"].throughput
     # measured per-item times from the run file carry the overshoot: closer still
     measured = simulate(plan, times_from_run(run), 150)
     assert measured.summary["sink"].throughput == pytest.approx(real, rel=0.10)

@@ -212,3 +212,11 @@ def test_builtin_params_are_checked_before_any_rank_starts(capsys):
     assert err.strip().splitlines() == [
         "streampipe run: error: stages.me.params.search: must be one of hierarchical, full, "
         "got 'diamond'"]
+
+
+def test_a_bad_setting_in_the_environment_is_refused_before_launch(capsys, monkeypatch):
+    monkeypatch.setenv("STREAMPIPE_MAX_DELAY", "soon")
+    rc = main(["run", str(Path(__file__).parents[2] / "jobs" / "var.toml")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and err == ["streampipe run: error: STREAMPIPE_MAX_DELAY='soon': expected a "
+                               "number"]
