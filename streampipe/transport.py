@@ -29,6 +29,7 @@ from typing import Any
 import numpy
 
 from .edges import ABORT as ABORT_EDGE
+from .launch import host_cores
 
 __all__ = ["Transport", "Backoff", "AbortRequested", "HostWaits", "measure_host", "choose_recv",
            "encode",
@@ -84,13 +85,6 @@ def _fine_sleeps() -> None:
         pass
 
 
-def _cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
-
-
 def spin_window(ranks_on_node: int, spin_us: float = -1.0) -> float:
     """Seconds a wait may poll without sleeping: 100 us when every rank of the node has a core
     of its own (waking from a sleep costs more than the wait), none when ranks share cores
@@ -98,7 +92,7 @@ def spin_window(ranks_on_node: int, spin_us: float = -1.0) -> float:
     ``spin_us``) decides instead."""
     if spin_us >= 0:
         return spin_us * 1e-6
-    return 100e-6 if ranks_on_node <= _cores() else 0.0
+    return 100e-6 if ranks_on_node <= host_cores() else 0.0
 
 
 def node_peers(comm: Any) -> list[int]:
@@ -362,7 +356,7 @@ class Transport:
         peers = node_peers(self.comm)
         w = self.waits
         w.spin = spin_window(len(peers), spin_us)
-        w.share_node(len(peers), _cores())
+        w.share_node(len(peers), host_cores())
         w.recv = choose_recv(w, recv)
         if w.recv == "irecv":  # nothing can be in flight yet: every rank is here
             self._recv = _Posted(self.comm, self.MPI)
