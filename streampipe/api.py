@@ -31,13 +31,22 @@ class Pipeline:
 
     def add(self, stage: Any, *, name: str | None = None, replicas: int = 1, group: int = 1,
             capacity: int | None = None, device: str = "cpu", feedback_to: str | None = None,
-            timeout: float | None = None, params: dict[str, Any] | None = None) -> Pipeline:
-        """Append a stage: a Stage/Source/Sink class, an instance, or an ``@sp.stage`` function."""
+            timeout: float | None = None, params: dict[str, Any] | None = None,
+            inputs: list[str] | None = None, join: str | None = None, route: str = "balance",
+            key: Any = None) -> Pipeline:
+        """Append a stage: a Stage/Source/Sink class, an instance, or an ``@sp.stage`` function.
+
+        ``inputs`` names the stages it reads (default: the stage added before it; a Source reads
+        nothing); ``join`` ("merge" or "zip") how several inputs meet; ``route = "key"`` with
+        ``key`` (a function of the item, or ``"module:function"``) sends every item with the
+        same key to the same replica (docs/graphs.md). The same fields as a job file's."""
         default = getattr(stage, "__name__", type(stage).__name__).lower()
         self.stages.append(StageSpec(
             name=name or default, uses=f"<python:{default}>", replicas=replicas, group=group,
             capacity=capacity, device=device, feedback_to=feedback_to, timeout=timeout,
-            params=dict(params or {}), obj=stage))
+            params=dict(params or {}), obj=stage,
+            inputs=list(inputs) if inputs is not None else None, join=join, route=route,
+            key=key))
         return self
 
     def spec(self) -> JobSpec:

@@ -28,12 +28,12 @@ from typing import Any
 from .flush import FlushPolicy
 from .merge import make_merge
 from .metrics import Level, Rows
-from .records import END, ITEM, TOMB, Batch, Record, position
+from .records import ITEM, TOMB, Batch, Record
 from .routing import choose, fits
 from .transport import DATA, EOS, INLINE_BYTES, POSTED_BYTES, PROGRESS, Transport, encode
 
 __all__ = ["OutPort", "InPort", "Taken", "FeedbackIn", "UnsendableItem", "may_carry_buffers",
-           "ITEM", "TOMB", "END"]
+           "ITEM", "TOMB"]
 
 INLINE_TYPES = frozenset({int, float, bool, complex, type(None)})
 
@@ -84,12 +84,15 @@ class _Open:
 
 
 class OutPort:
-    """Sender side of one edge to the root ranks of the next stage (or, broadcast, to all)."""
+    """Sender side of one edge to the root ranks of the next stage: each record to one of them
+    (the one with credit, or ``route(key, value)``: its index, for routing by key), or to all
+    (``broadcast``)."""
 
     def __init__(self, transport: Transport, edge: int, dests: tuple[int, ...], capacity: int,
                  batch: int, level: Level, broadcast: bool = False, *, max_delay: float = 1e-3,
                  on_sent: Callable[[list[Rows], float], None] | None = None,
-                 progress: bool = False) -> None:
+                 progress: bool = False,
+                 route: Callable[[tuple, Any], int] | None = None) -> None:
         self.t = transport
         self.edge = edge
         self.dests = dests
@@ -115,10 +118,11 @@ class OutPort:
         self._index = {d: j for j, d in enumerate(dests)}
         self._cur = 0
         self._rr = 0
-        # progress marks for receivers that merge by heads: the position of the last record put,
-        # and the last one each receiver was told (everything later sits after it)
+        self.route = route
+        # progress marks for receivers that merge by position: the stage's own mark (nothing it
+        # puts later sits before it; set by the runtime) and the last one each receiver was told
         self.progress = progress
-        self.last_pos: tuple | None = None
+        self.mark: tuple | None = None
         self.told: list[tuple | None] = [None] * n
         transport.register(edge, self._on_credit)
 
@@ -145,6 +149,14 @@ class OutPort:
         ok = [fits(c, m, maybe) for c, m in zip(self.credit, ms, strict=True)]
         return all(ok) if self.broadcast else any(ok)
 
+    def can_put(self, key: tuple, value: Any) -> bool:
+        """Whether this record can be put now."""
+        if self.route is None:
+            return self.has_credit(may_carry_buffers(value))
+        j = self.route(key, value)
+        ob = self.open[j]
+        return fits(self.credit[j], -1 if ob is None else ob.maybe, may_carry_buffers(value))
+
     def _room(self, j: int, values: Sequence[Any], i: int, n: int) -> tuple[int, int]:
         """How far from ``i`` records fit into receiver ``j``'s batch; its maybe count then."""
         ob = self.open[j]
@@ -152,7 +164,10 @@ class OutPort:
         c = self.credit[j]
         if c < 1:
             return i, m
-        lim = min(n, i + max(0, self.limit[j] - have))
+        # at least one record: the limit can shrink below an open batch's size (a receiver's
+        # new pace), and a negative room would move the put backwards (records put twice);
+        # the batch is sent as soon as it reaches the limit
+        lim = min(n, i + max(self.limit[j] - have, 1))
         if INLINE_TYPES.issuperset(map(type, values[i:lim])):
             return lim, m  # numbers only (the common case): one type check in C per record
         e = i
@@ -214,10 +229,13 @@ class OutPort:
                     if len(self.open[j].keys) >= self.limit[j]:
                         self._send(j, now)
             else:
-                j = self._target(values[i])
+                if self.route is not None:
+                    j, n_same = self._routed(keys, values, i, n)
+                else:
+                    j, n_same = self._target(values[i]), n
                 if j is None:
                     break
-                e, m = self._room(j, values, i, n)
+                e, m = self._room(j, values, i, n_same)
                 if e == i:
                     break
                 self._extend(j, keys, values, kinds, rows, i, e, m, now)
@@ -227,10 +245,17 @@ class OutPort:
             i = e
         if i:
             self.level.add(i * (len(self.dests) if self.broadcast else 1), now)
-            if self.progress:
-                self.last_pos = position(ITEM if kinds is None else kinds[i - 1], keys[i - 1],
-                                         values[i - 1])
         return i
+
+    def _routed(self, keys: Sequence[tuple], values: Sequence[Any], i: int,
+                n: int) -> tuple[int, int]:
+        """The receiver of record ``i`` by key, and where its run of records for it ends."""
+        route = self.route
+        j = route(keys[i], values[i])
+        e = i + 1
+        while e < n and route(keys[e], values[e]) == j:
+            e += 1
+        return j, e
 
     def _target(self, value: Any) -> int | None:
         if len(self.dests) == 1:
@@ -256,7 +281,7 @@ class OutPort:
         t0 = time.perf_counter()
         try:
             # a plain tuple on the wire: pickling a NamedTuple costs 5x more
-            blob, bufs = encode((ob.keys, ob.values, ob.kinds, self.last_pos))
+            blob, bufs = encode((ob.keys, ob.values, ob.kinds, self.mark))
         except Exception as exc:  # noqa: BLE001 - pickling errors vary by object type
             raise _unsendable(Batch(ob.keys, ob.values, ob.kinds), exc) from exc
         cost = max(1, ob.maybe) if bufs or len(blob) > POSTED_BYTES else 1
@@ -264,7 +289,7 @@ class OutPort:
             self.starving -= 1
         self.credit[j] -= cost
         self.t.send_data(self.dests[j], self.edge, cost, blob, bufs, t0)
-        self.told[j] = self.last_pos
+        self.told[j] = self.mark
         if ob.rows and self.on_sent is not None:
             self.on_sent(ob.rows, time.perf_counter())
 
@@ -290,14 +315,14 @@ class OutPort:
             self._tell_progress()
 
     def _tell_progress(self) -> None:
-        # only receivers with nothing open: a record still waiting for j sits before last_pos
-        last = self.last_pos
-        if last is None:
+        # only receivers with nothing open: a record still waiting for j sits before the mark
+        mark = self.mark
+        if mark is None:
             return
         for j, ob in enumerate(self.open):
-            if ob is None and self.told[j] != last:
-                self.told[j] = last
-                self.t.send(self.dests[j], PROGRESS, self.edge, last)
+            if ob is None and self.told[j] != mark:
+                self.told[j] = mark
+                self.t.send(self.dests[j], PROGRESS, self.edge, mark)
 
     def oldest_row(self) -> int | None:
         """The first event row some open batch still holds an output of."""
@@ -352,47 +377,75 @@ class Taken:
 
 
 class InPort:
-    """Receiver side of one edge: per-source accounting, credit return, FIFO or ordered merge."""
+    """Receiver side of a stage's input edges: per-source accounting, credit return, merge.
 
-    def __init__(self, transport: Transport, edge: int, sources: tuple[int, ...], capacity: int,
-                 merge: str | None, start_seq: int,
-                 on_arrival: Callable[[int, float], None]) -> None:
+    ``edge`` is one edge id with its ``sources`` (the sending root ranks), or a list of
+    ``(edge, sources)`` for a stage with several inputs. With ``join`` (several inputs), the key
+    of a record from input ``j`` becomes ``(seq, j, *rest)``, so the items of one source item
+    from different inputs stay distinct and meet in input order; progress marks are re-keyed the
+    same way.
+    """
+
+    def __init__(self, transport: Transport, edge: int | Sequence[tuple[int, Sequence[int]]],
+                 sources: Sequence[int] = (), capacity: int = 8, merge: str | None = None,
+                 start_seq: int = 0, on_arrival: Callable[[int, float], None] | None = None,
+                 *, join: bool = False) -> None:
         self.t = transport
-        self.edge = edge
-        self.sources = sources
+        inputs = [(edge, tuple(sources))] if isinstance(edge, int) else list(edge)
+        self.edge_of = {s: e for e, srcs in inputs for s in srcs}  # source rank -> its edge
+        self.port_of = {s: j for j, (_, srcs) in enumerate(inputs) for s in srcs}
+        self.sources = tuple(self.edge_of)
+        self.join = join
         self.eos: set[int] = set()
         self.acked: set[int] = set()
-        self.merge = make_merge(merge or None, sources, start_seq, self.eos)
-        self.held = dict.fromkeys(sources, 0)  # records received from src, not yet consumed
-        self.msgs: dict[int, deque[list[int]]] = {s: deque() for s in sources}  # [cost, left]
-        self.owed = {s: [0, 0] for s in sources}  # credits, records consumed and not returned
+        self.merge = make_merge(merge or None, self.sources, self.eos)
+        self.held = dict.fromkeys(self.sources, 0)  # records received, not yet consumed
+        self.msgs: dict[int, deque[list[int]]] = {s: deque() for s in self.sources}
+        self.owed = {s: [0, 0] for s in self.sources}  # credits, records not yet returned
         self.credit_batch = max(1, capacity // 2)
         self.pace = 0.0  # seconds per item of the stage reading this port (its loop sets it)
-        self.on_arrival = on_arrival
-        self._next: Taken | None = None
-        transport.register(edge, self._on_data)
+        self.on_arrival = on_arrival or (lambda n, t: None)
+        self.on_progress: Callable[[], None] | None = None  # an upstream mark moved on
+        for e, _ in inputs:
+            transport.register(e, self._on_data)
+
+    def _rekey(self, src: int, key: tuple) -> tuple:
+        return (key[0], self.port_of[src]) + key[1:]
 
     def _on_data(self, src: int, kind: int, payload: Any) -> None:
         if kind == EOS:
             self.eos.add(src)
             self._maybe_ack(src)
+            if self.on_progress is not None:
+                self.on_progress()
             return
         if kind == PROGRESS:
-            self.merge.progress(src, payload)
+            self.merge.progress(src, self._rekey(src, payload) if self.join else payload)
+            if self.on_progress is not None:
+                self.on_progress()
             return
         assert kind == DATA
-        cost, body = payload
-        batch = Batch._make(body[:3])
-        n = len(batch.keys)
+        cost, (keys, values, kinds, mark) = payload
+        n = len(keys)
+        if self.join:
+            j = self.port_of[src]
+            keys = [(k[0], j) + k[1:] for k in keys]
+            if mark is not None:
+                mark = (mark[0], j) + mark[1:]
+        batch = Batch(keys, values, kinds)
         self.msgs[src].append([cost, n])
         self.held[src] += n
         now = time.perf_counter()
         self.merge.add(src, batch, now)
-        if body[3] is not None:
-            self.merge.progress(src, body[3])
-        items = n if batch.kinds is None else batch.kinds.count(ITEM)
+        if mark is not None:
+            self.merge.progress(src, mark)
+        items = n if kinds is None else kinds.count(ITEM)
         if items:
             self.on_arrival(items, now)
+
+    def low(self) -> tuple | None:
+        """No record still to be taken sits before this position (None: not known yet)."""
+        return self.merge.low()
 
     def take(self, limit: int) -> Taken | None:
         """Up to ``limit`` records in stream order (None when none is available yet)."""
@@ -450,7 +503,7 @@ class InPort:
     def _return(self, src: int, closed: bool = False) -> None:
         c, n = self.owed[src]
         self.owed[src] = [0, 0]
-        self.t.send_credit(src, self.edge, c, n, closed, self.pace)
+        self.t.send_credit(src, self.edge_of[src], c, n, closed, self.pace)
 
     def _maybe_ack(self, src: int) -> None:
         # the closing ack is the last message to src on this edge: only when all its records

@@ -5,8 +5,8 @@ processing; the value is broadcast to every replica of the earlier stage, whose 
 waits for it. Values are taken eagerly and their credits return on arrival
 (:class:`~streampipe.channel.FeedbackIn`), so a loop through the feedback edge cannot deadlock.
 A single-replica producer with ordered input also reports how far the stream has got (a
-watermark, sent whenever it runs out of input), so a wait for a value that will never come fails
-at once instead of after ``feedback_timeout``.
+watermark, sent whenever it runs out of input, from its input's progress mark), so a wait for a
+value that will never come fails at once instead of after ``feedback_timeout``.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Any
 
 from . import metrics as M
 from .channel import FeedbackIn, OutPort
-from .records import FINAL, TOMB, Batch
+from .records import FINAL, TOMB
 
 __all__ = ["Feedback"]
 
@@ -33,7 +33,7 @@ class Feedback:
         self.watermarks = watermarks
         self.timeout = timeout
         self._wait = wait
-        self.mark = self.mark_sent = -1
+        self.mark_sent = -1  # the last watermark sent
 
     # ----- producer ------------------------------------------------------------------------
     def send(self, seq: int | None, value: Any) -> None:
@@ -48,30 +48,15 @@ class Feedback:
         out.put_batch([(seq,)], [value])
         out.flush()  # the consumer may be waiting for exactly this value
 
-    def note(self, batch: Batch, lo: int, hi: int) -> None:
-        """Records ``[lo, hi)`` of ``batch`` are handled: advance the watermark. A key of length
-        1 is complete once handled, a fan-out child is not, and the source's END((), n)
-        completes everything before n."""
-        if not self.watermarks:
+    def before_wait(self, state: int, mark: tuple | None) -> None:
+        """An idle producer tells the consumers how far the stream has got: with ``mark`` (no
+        input still to come sits before it), every seq below ``mark[0]`` has been handled."""
+        if not self.watermarks or mark is None or state != M.STARVED or self.out is None:
             return
-        keys, values = batch.keys, batch.values
-        mark = self.mark
-        for i in range(lo, hi):
-            key = keys[i]
-            if not key:
-                done = values[i] - 1
-            else:
-                done = key[0] if len(key) == 1 else key[0] - 1
-            if done > mark and done != FINAL:
-                mark = done
-        self.mark = mark
-
-    def before_wait(self, state: int) -> None:
-        """An idle producer tells the consumers how far the stream has got."""
-        if (self.mark > self.mark_sent and state == M.STARVED and self.out is not None
-                and self.out.has_credit()):
-            self.mark_sent = self.mark
-            self.out.put_batch([(self.mark,)], [None], [TOMB])
+        done = mark[0] - 1
+        if done > self.mark_sent and done != FINAL - 1 and self.out.has_credit():
+            self.mark_sent = done
+            self.out.put_batch([(done,)], [None], [TOMB])
 
     # ----- consumer ------------------------------------------------------------------------
     def wait_for(self, current: int | None, seq: int) -> Any:

@@ -19,6 +19,7 @@ from typing import Any
 
 from . import config
 from ._toml import tomllib
+from .graph import Graph, GraphError, build_graph
 from .stage import FunctionStage, Sink, Source, StageError, check_stage_class
 
 __all__ = ["JobError", "StageSpec", "JobSpec", "load_job", "parse_job", "resolve_uses",
@@ -50,6 +51,10 @@ class StageSpec:
     params: dict[str, Any] = field(default_factory=dict)
     obj: Any = None
     base: str | None = None  # the job file a relative ``path/to/file.py:Class`` is relative to
+    inputs: list[str] | None = None  # the stages it reads (None: the stage before it)
+    join: str | None = None  # several inputs: "merge" (default) or "zip"
+    route: str = "balance"  # how items reach its replicas: "balance" or "key"
+    key: Any = None  # route = "key": "module:function" (or a function, in Python)
 
     @property
     def ranks(self) -> int:
@@ -70,6 +75,7 @@ class JobSpec:
     path: str | None = None
     train: dict[str, Any] | None = None  # a [train] table: pipelined training (streampipe.train)
     settings: dict[str, Any] = field(default_factory=dict)  # runtime knobs the job file sets
+    graph: Graph | None = field(default=None, repr=False, compare=False)  # set by validate()
 
     @property
     def ranks(self) -> int:
@@ -90,8 +96,11 @@ PIPELINE_KEYS: dict[str, type | tuple[type, ...]] = {
 }
 STAGE_KEYS: dict[str, type | tuple[type, ...]] = {
     "name": str, "uses": str, "replicas": int, "group": int, "capacity": int, "device": str,
-    "feedback_to": str, "timeout": (int, float), "params": dict,
+    "feedback_to": str, "timeout": (int, float), "params": dict, "inputs": list, "join": str,
+    "route": str, "key": str,
 }
+JOINS = ("merge", "zip")
+ROUTES = ("balance", "key")
 
 
 def _typename(t: type | tuple[type, ...]) -> str:
@@ -153,6 +162,12 @@ def _pipeline_settings(pipe: dict[str, Any]) -> dict[str, Any]:
         raise JobError(str(exc)) from None
 
 
+def _names(value: list[Any], path: str) -> list[str]:
+    if not all(isinstance(v, str) for v in value):
+        raise JobError(f"{path}: expected a list of stage names, got {value!r}")
+    return list(value)
+
+
 def parse_job(table: dict[str, Any], text: str = "", path: str | None = None,
               check_imports: bool = True) -> JobSpec:
     """Validate a parsed TOML table into a JobSpec (``check_imports``: import every ``uses``)."""
@@ -192,6 +207,8 @@ def parse_job(table: dict[str, Any], text: str = "", path: str | None = None,
             device=device, feedback_to=st.get("feedback_to"),
             timeout=_seconds(st.get("timeout"), f"{where}.timeout"),
             params=st.get("params", {}), base=path,
+            inputs=_names(st["inputs"], f"{where}.inputs") if "inputs" in st else None,
+            join=st.get("join"), route=st.get("route", "balance"), key=st.get("key"),
         ))
     spec = JobSpec(
         name=name, stages=stages, text=text, path=path,
@@ -203,47 +220,133 @@ def parse_job(table: dict[str, Any], text: str = "", path: str | None = None,
 
 
 def validate(spec: JobSpec, check_imports: bool = True) -> None:
-    """Structural checks shared by job files and the Python API; every failure is a JobError."""
+    """Structural checks shared by job files and the Python API; sets ``spec.graph``."""
     if len(spec.stages) < 2:
         raise JobError("stages: a job needs at least two stages (a source and a sink)")
-    names = [s.name for s in spec.stages]
     if spec.ranks > INT_MAX:
         raise JobError(f"stages: the job needs {spec.ranks} ranks, more than MPI can number")
-    if spec.checkpoint and (not spec.ordered or spec.stages[-1].replicas > 1):
-        raise JobError("pipeline.checkpoint: needs pipeline.ordered = true and one sink replica "
-                       "(the high-water mark is a position in the ordered stream)")
+    classes: list[type | None] = []
+    for i, st in enumerate(spec.stages):
+        where = f"stages[{i}]"
+        if not check_imports:
+            classes.append(None)
+            continue
+        obj = st.obj if st.obj is not None else resolve_uses(st.uses, f"{where}.uses",
+                                                             base=st.base or spec.path)
+        try:
+            check_stage_class(obj, f"{where} ({st.name})")
+        except StageError as exc:
+            raise JobError(str(exc)) from None
+        classes.append(_stage_class(obj))
+        _check_params(obj, st)
+    is_source = [(st.inputs == []) if cls is None else issubclass(cls, Source)
+                 for st, cls in zip(spec.stages, classes, strict=True)]
+    try:
+        graph = build_graph([s.name for s in spec.stages], [s.inputs for s in spec.stages],
+                            is_source)
+    except GraphError as exc:
+        raise JobError(str(exc)) from None
+    _check_roles(spec, graph, classes)
+    _check_edges(spec, graph)
+    spec.graph = graph
+    if spec.checkpoint:
+        _check_checkpoint(spec, graph, classes)
+    if spec.checkpoint and (not spec.ordered or len(graph.sinks) != 1
+                            or spec.stages[graph.sinks[0]].replicas > 1):
+        raise JobError("pipeline.checkpoint: needs pipeline.ordered = true and one sink with one "
+                       "replica (the high-water mark is a position in the ordered stream)")
+    for i in graph.sources:
+        if spec.ordered and spec.stages[i].replicas > 1:
+            raise JobError(f"stages[{i}].replicas: a replicated source has no single order; "
+                           "set pipeline.ordered = false or use one source replica")
+
+
+def _check_roles(spec: JobSpec, graph: Graph, classes: list[type | None]) -> None:
+    """Sources read nothing, Sinks feed nothing, every other stage does both. What stages read
+    is checked first: a stage that reads nothing also leaves the stage before it without a
+    reader, and that is the consequence, not the cause."""
+    n = len(spec.stages)
+    consumers = graph.consumers
+    named = ["a function" if cls is FunctionStage else getattr(cls, "__name__", "?")
+             for cls in classes]
+    for i, (st, cls) in enumerate(zip(spec.stages, classes, strict=True)):
+        if cls is None:
+            continue
+        where, reads = f"stages[{i}]", graph.inputs[i]
+        if issubclass(cls, Source) and reads:
+            raise JobError(f"{where}.inputs: {st.name!r} is a Source ({named[i]}): it reads "
+                           "nothing")
+        if not reads and not issubclass(cls, Source):
+            if i == 0:
+                raise JobError(f"{where}.uses: the first stage must be a streampipe Source, "
+                               f"got {named[i]}")
+            raise JobError(f"{where}.inputs: {st.name!r} ({named[i]}) reads nothing; only a "
+                           "Source starts the graph")
+    for i, (st, cls) in enumerate(zip(spec.stages, classes, strict=True)):
+        where, feeds = f"stages[{i}]", consumers[i]
+        if cls is not None and issubclass(cls, Sink) and feeds:
+            j = feeds[0]
+            raise JobError(f"stages[{j}].inputs: {st.name!r} is a Sink ({named[i]}) and cannot "
+                           f"feed {spec.stages[j].name!r}")
+        if cls is not None and not feeds and not issubclass(cls, Sink):
+            if i == n - 1:
+                raise JobError(f"{where}.uses: the last stage must be a streampipe Sink, got "
+                               f"{named[i]}")
+            raise JobError(f"{where}: {st.name!r} ({named[i]}) feeds no stage; only a Sink ends "
+                           "the graph (name it in a later stage's inputs)")
+        if st.group > 1 and (not graph.inputs[i] or not feeds):
+            raise JobError(f"{where}.group: sources and sinks run on one rank per replica")
+
+
+def _check_edges(spec: JobSpec, graph: Graph) -> None:
+    """Joins, routes and feedback edges."""
+    names = [s.name for s in spec.stages]
+    sources = graph.source_sets()
     fed: dict[str, str] = {}
     for i, st in enumerate(spec.stages):
         where = f"stages[{i}]"
+        reads = graph.inputs[i]
+        if st.join is not None:
+            if st.join not in JOINS:
+                raise JobError(f"{where}.join: must be one of {', '.join(JOINS)}, got "
+                               f"{st.join!r}")
+            if len(reads) < 2:
+                raise JobError(f"{where}.join: {st.name!r} has one input; join needs several")
+        if st.join == "zip":
+            if not spec.ordered:
+                raise JobError(f"{where}.join: zip needs pipeline.ordered = true (it pairs the "
+                               "items of one source item, in order)")
+            origin = [sources[j] for j in reads]
+            if any(len(o) != 1 for o in origin) or len(set(origin)) != 1:
+                got = ", ".join(f"{names[j]!r} from {'+'.join(names[s] for s in sorted(o))}"
+                                for j, o in zip(reads, origin, strict=True))
+                raise JobError(f"{where}.join: zip pairs the items of one source item, so its "
+                               f"inputs must come from the same single source; got {got}")
+        if st.route not in ROUTES:
+            raise JobError(f"{where}.route: must be one of {', '.join(ROUTES)}, got {st.route!r}")
+        if st.route == "key":
+            if st.join == "zip":
+                raise JobError(f'{where}.route: a zip stage routes by source item (the records '
+                               'of one source item must meet on one replica); route = "key" '
+                               'cannot be combined with join = "zip"')
+            if st.key is None:
+                raise JobError(f'{where}.key: route = "key" needs key = "module:function"')
+            if not callable(st.key):
+                resolve_uses(st.key, f"{where}.key", base=spec.path)
+        elif st.key is not None:
+            raise JobError(f'{where}.key: only used with route = "key"')
         if st.feedback_to is not None:
             if st.feedback_to not in names:
                 raise JobError(f"{where}.feedback_to: no stage named {st.feedback_to!r}")
-            if names.index(st.feedback_to) >= i:
-                raise JobError(f"{where}.feedback_to: must name an earlier stage, "
-                               f"{st.feedback_to!r} is not before {st.name!r}")
+            if names.index(st.feedback_to) not in graph.upstream(i):
+                raise JobError(f"{where}.feedback_to: must name an earlier stage (one whose "
+                               f"items reach {st.name!r}), {st.feedback_to!r} is not")
             if st.feedback_to in fed:
                 # one feedback edge per consumer: ctx.feedback(seq) could not say whose value
                 raise JobError(f"{where}.feedback_to: stage {fed[st.feedback_to]!r} already feeds "
                                f"back to {st.feedback_to!r}; a stage takes feedback from one "
                                "stage only")
             fed[st.feedback_to] = st.name
-        if st.group > 1 and i in (0, len(spec.stages) - 1):
-            raise JobError(f"{where}.group: sources and sinks run on one rank per replica")
-        if check_imports:
-            obj = st.obj
-            if obj is None:
-                obj = resolve_uses(st.uses, f"{where}.uses", base=st.base or spec.path)
-            try:
-                check_stage_class(obj, f"{where} ({st.name})")
-            except StageError as exc:
-                raise JobError(str(exc)) from None
-            _check_role(obj, i, len(spec.stages), where)
-            _check_params(obj, st)
-            if spec.checkpoint:
-                _check_resumable(obj, i, len(spec.stages), where)
-    if spec.ordered and spec.stages[0].replicas > 1:
-        raise JobError("stages[0].replicas: a replicated source has no single order; "
-                       "set pipeline.ordered = false or use one source replica")
 
 
 def _check_params(obj: Any, st: StageSpec) -> None:
@@ -263,31 +366,37 @@ def _stage_class(obj: Any) -> type:
         obj if isinstance(obj, type) else type(obj))
 
 
-def _check_role(obj: Any, i: int, n: int, where: str) -> None:
-    cls = _stage_class(obj)
-    if i == 0 and not issubclass(cls, Source):
-        raise JobError(
-            f"{where}.uses: the first stage must be a streampipe Source, got {cls.__name__}")
-    if i > 0 and issubclass(cls, Source):
-        raise JobError(f"{where}.uses: only the first stage may be a Source ({cls.__name__})")
-    if i == n - 1 and not issubclass(cls, Sink):
-        raise JobError(
-            f"{where}.uses: the last stage must be a streampipe Sink, got {cls.__name__}")
+def _check_checkpoint(spec: JobSpec, graph: Graph, classes: list[type | None]) -> None:
+    """The checkpoint's high-water mark is a position in the one ordered stream of one source
+    reaching one sink."""
+    if (not spec.ordered or len(graph.sinks) != 1 or len(graph.sources) != 1
+            or spec.stages[graph.sinks[0]].replicas > 1):
+        raise JobError("pipeline.checkpoint: needs pipeline.ordered = true, one source and one "
+                       "sink with one replica (the high-water mark is a position in the ordered "
+                       "stream)")
+    if not graph.is_chain:
+        # the mark would have to cover every branch's in-flight items: not built, so refused
+        # rather than resuming with items lost or repeated
+        raise JobError("pipeline.checkpoint: supported on linear pipelines only, this job is a "
+                       "graph (a stage with inputs other than the stage before it)")
+    for i, cls in enumerate(classes):
+        if cls is not None:
+            _check_resumable(cls, i in graph.sources, i in graph.sinks, f"stages[{i}].uses")
 
 
-def _check_resumable(obj: Any, i: int, n: int, where: str) -> None:
+def _check_resumable(obj: Any, source: bool, sink: bool, where: str) -> None:
     """``pipeline.checkpoint`` promises an exact resume: the source must seek, and the sink must
     save and restore its state, or a resumed run silently loses what the sink had consumed."""
     cls = _stage_class(obj)
-    if i == 0 and cls.seek is Source.seek:
+    if source and cls.seek is Source.seek:
         raise JobError(f"pipeline.checkpoint: source {cls.__name__} cannot resume: it does not "
-                       f"override Source.seek(seq) ({where}.uses)")
-    if i == n - 1:
+                       f"override Source.seek(seq) ({where})")
+    if sink:
         missing = [m for m in ("checkpoint", "restore") if getattr(cls, m) is getattr(Sink, m)]
         if missing:
             raise JobError(f"pipeline.checkpoint: sink {cls.__name__} does not override "
                            f"{' and '.join(f'Sink.{m}()' for m in missing)}, so a resumed run "
-                           f"would lose what it consumed before the failure ({where}.uses)")
+                           f"would lose what it consumed before the failure ({where})")
 
 
 def job_path(name: str, base: str | None) -> Path:

@@ -2,11 +2,11 @@
 
 Batch-at-a-time with per-item semantics: a stage takes what has arrived (up to ``batch``
 records), calls ``process`` once per item (or ``process_batch`` once, when the stage defines it)
-and hands all outputs to its port in one put, with one credit update and one row of metrics
+and hands all outputs to its ports in one put, with one credit update and one round of metrics
 writes per batch. Every item still gets its own stamps (``t_recv`` of its message, ``t_start``,
 ``t_end``, and ``t_sent`` of the wire message that carried its last output).
 
-The handover is the only place where outputs, credits and metrics move
+The handover is the only place where outputs, credits, metrics and progress marks move
 (:meth:`Loop.handover`). It happens at the end of each batch, and earlier when the flush policy
 says so: a receiver is starving, or the oldest output would wait longer than ``max_delay`` (a
 slow stage hands over item by item); also before any wait inside ``process`` (a feedback wait),
@@ -16,16 +16,19 @@ so a rank never waits while holding outputs someone may need.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from types import GeneratorType
 from typing import Any, Protocol
 
 from . import metrics as M
-from .channel import InPort, OutPort, Taken, may_carry_buffers
+from .channel import InPort, OutPort, Taken
 from .edges import GROUP
 from .flush import FlushPolicy, Pace
-from .records import END, FINAL, ITEM, TOMB
+from .merge import DONE_MARK
+from .records import FINAL, Batch
 from .stage import Stage, StageError
 from .transport import CONTROL
+from .zipper import Zipper
 
 __all__ = ["Loop", "Host"]
 
@@ -54,7 +57,7 @@ class Host(Protocol):
 
     def wait(self, until: Any, state: int, what: str) -> None: ...
 
-    def wait_input(self) -> Taken | None: ...
+    def wait_input(self, held: Callable[[], Taken | None] | None = None) -> Taken | None: ...
 
     def tick(self, now: float) -> None: ...
 
@@ -65,43 +68,83 @@ class Loop:
     def __init__(self, rt: Host) -> None:
         self.rt = rt
         self.m: M.Recorder = rt.m
-        self.out: OutPort | None = rt.out
+        self.outs: list[OutPort] = rt.outs
         self.inp: InPort | None = rt.inp
         self.batch = rt.plan.batch
         self.policy = FlushPolicy(rt.plan.batch, rt.max_delay)
         self.pace = Pace()
-        self.markers = rt.markers
+        sp = rt.sp
+        self.zipper = Zipper(len(sp.inputs)) if sp.join == "zip" else None
+        self.input_names = ([rt.plan.stages[j].name for j in sp.inputs] if sp.join == "merge"
+                            else None)
+        self.next_key: Any = None  # a source's next key (its progress mark)
         # the segment: items processed and their outputs, not yet handed over
         self.seqs: list[float] = []
         self.starts: list[float] = []
         self.ends: list[float] = []
         self.okeys: list[tuple] = []
         self.ovals: list[Any] = []
-        self.okinds: list[int] | None = None  # None: every output is an ITEM
         self.orows: list[int] | None = None  # None: output j comes from item j of the segment
         self.taken: Taken | None = None
         self.unput_row: int | None = None  # first event row whose outputs wait for credit
         self.cur = 0  # index in `taken` of the record being processed (special path)
         self.in_item = False
         self.handing = False
+        self.put_low: tuple | None = None  # during a put: the first output not yet put
         # per-item work beyond process(): faults, group members, GPU staging, feedback, timeout
         self.special = bool(rt.faults or len(rt.role.group) > 1 or rt.staging is not None
-                            or rt.feedback is not None or rt.sp.timeout or rt.ckpt is not None)
+                            or rt.feedback is not None or sp.timeout or rt.ckpt is not None
+                            or self.input_names is not None)
+
+    # ----- progress marks ------------------------------------------------------------------
+    def mark(self) -> tuple | None:
+        """Nothing this stage puts from now on sits before this position (None: unknown)."""
+        if self.handing:
+            # in the middle of a put, waiting for credit: every output before put_low is on
+            # its way and nothing this stage puts later sits before it. Telling the other
+            # receivers so keeps an ordered merge downstream going while one receiver is full
+            # (without it, key routing or a fork into a join deadlocks on the skew)
+            return self.put_low
+        if self.inp is None:
+            return DONE_MARK if self.next_key is None else (self.next_key,)
+        low = self.inp.low()
+        if low is None:
+            return None
+        if self.zipper is not None:  # zipped items are keyed (seq, *rest): no input number
+            held = self.zipper.pending
+            low = (low[0],) if held is None else min((low[0],), held)
+        taken = self.taken
+        if taken is not None and taken.done < len(taken.batch.keys):
+            low = min(low, taken.batch.keys[taken.done])
+        return low
+
+    def set_marks(self) -> None:
+        """Give every output port the current mark (the ports send it where it is due)."""
+        if not self.outs or not self.outs[0].progress:
+            return
+        mark = self.mark()
+        if mark is None:
+            return
+        for port in self.outs:
+            if port.mark is None or mark > port.mark:
+                port.mark = mark
 
     # ----- the handover --------------------------------------------------------------------
     def deadline(self, now: float) -> float:
         """When the oldest output not yet sent has waited ``max_delay`` (minus one item)."""
-        out = self.out
         oldest = now
-        if out is not None and out.pending:
-            oldest = min([now] + [ob.t_first for ob in out.open if ob is not None])
+        for out in self.outs:
+            if out.pending:
+                oldest = min([oldest] + [ob.t_first for ob in out.open if ob is not None])
         return oldest + self.policy.max_delay - self.pace.value
+
+    def starving(self) -> bool:
+        return any(out.starving for out in self.outs)
 
     def handover(self, upto: int | None = None) -> None:
         """Record the segment's items, put their outputs, consume their input records (the first
         ``upto`` of ``taken``) and send what the flush policy says is due."""
-        m, out, rt = self.m, self.out, self.rt
-        self.handing = True
+        m, rt = self.m, self.rt
         prev = m.enter(M.OTHER)
         try:
             taken = self.taken
@@ -117,57 +160,80 @@ class Loop:
                 self.ends.clear()
             else:
                 rows = range(m.log.n, m.log.n)
+            last = None
             if taken is not None and upto is not None:
-                self._consumed(taken, upto)
+                last = self._consumed(taken, upto)
             keys = self.okeys
-            if keys and out is not None:
+            if keys and self.outs:
                 vals = self.ovals if rt.staging is None else rt.staging.outbound(self.ovals)
-                self._put(keys, vals, self.okinds, rows if self.orows is None else self.orows)
+                self.handing = True
+                try:
+                    self._put(keys, vals, rows if self.orows is None else self.orows)
+                finally:
+                    self.handing = False
             keys.clear()  # in place: the loops hold these lists' append methods
             self.ovals.clear()
-            self.okinds = self.orows = None
+            self.orows = None
+            if rt.ckpt is not None and last is not None:
+                self._checkpoint(last)
             now = time.perf_counter()
-            if out is not None:
-                out.flush_due(now, self.pace.value)
-                m.settle(out.oldest_row())
-            else:
-                m.settle()
+            if self.outs:
+                self.set_marks()
+                for out in self.outs:
+                    out.flush_due(now, self.pace.value)
+            m.settle(self.oldest_row())
             rt.tick(now)
         finally:
             m.enter(prev)
-            self.handing = False
 
-    def _consumed(self, taken: Taken, upto: int) -> None:
-        rt = self.rt
-        if rt.feedback is not None:
-            rt.feedback.note(taken.batch, taken.done, upto)
-        if rt.ckpt is not None:
-            # the sink has consumed the whole segment: the mark goes past its last item at once
-            # (a checkpoint taken half way would claim less than the sink has made durable)
-            b = taken.batch
-            items = [b.keys[i] for i in range(taken.done, upto) if b.kind(i) == ITEM]
-            for key in items[:-1]:
-                rt.ckpt.check(key)
-            if items:
-                rt.ckpt.consumed(items[-1], rt.stage, time.perf_counter())
-        self.inp.consume(taken, upto)
+    def oldest_row(self) -> int | None:
+        """The first event row an open batch still holds an output of (None: every row's
+        outputs have left)."""
+        rows = [r for out in self.outs if (r := out.oldest_row()) is not None]
+        return min(rows) if rows else None
 
-    def _put(self, keys: list[tuple], vals: list[Any], kinds: list[int] | None,
-             rows: Any) -> None:
-        out = self.out
-        self.m.items_out += len(keys) if kinds is None else kinds.count(ITEM)
-        i = out.put_batch(keys, vals, kinds, rows)
-        while i < len(keys):
-            maybe = may_carry_buffers(vals[i])
+    def _consumed(self, taken: Taken, upto: int) -> tuple | None:
+        """Consume ``[taken.done, upto)``; the key of the last one."""
+        last = taken.batch.keys[upto - 1] if upto > taken.done else None
+        if taken.runs[0][0] >= 0:  # not a zipped batch (consumed when it was formed)
+            self.inp.consume(taken, upto)
+        else:
+            taken.done = upto
+        return last
+
+    def _checkpoint(self, last: tuple) -> None:
+        # every item of a source item whose records have all arrived is durable: the mark may
+        # pass it (a source item still half consumed, as in a fan-out, waits for the next time)
+        low = self.inp.low()
+        if low is not None and last[0] < low[0]:
+            self.rt.ckpt.consumed_upto(int(last[0]) + 1, self.rt.stage, time.perf_counter())
+
+    def _put(self, keys: list[tuple], vals: list[Any], rows: Any) -> None:
+        """Put the outputs on every output edge (a fork sends each consumer everything). The
+        edges advance side by side: waiting for one consumer's credit before the others have
+        the same records would let a join downstream hold that consumer's records back while
+        it waits for the other branch, which waits for this put: a deadlock."""
+        self.m.items_out += len(keys)
+        outs, n = self.outs, len(keys)
+        done = [out.put_batch(keys, vals, None, rows) for out in outs]
+        while True:
+            behind = [j for j in range(len(outs)) if done[j] < n]
+            if not behind:
+                self.put_low = None
+                return
+            self.put_low = min(keys[done[j]] for j in behind)
             # the items of the outputs not put yet are still held here: the wait must not
             # settle their event rows (their t_sent is still to come)
-            self.unput_row = rows[i] if isinstance(rows, range) else min(rows[i:])
+            self.unput_row = min(rows[done[j]] if isinstance(rows, range) else min(rows[done[j]:])
+                                 for j in behind)
             try:
-                self.rt.wait(lambda m=maybe: out.has_credit(m), M.BLOCKED, "waiting for credit")
+                self.rt.wait(lambda b=behind: any(outs[j].can_put(keys[done[j]], vals[done[j]])
+                                                  for j in b), M.BLOCKED, "waiting for credit")
             finally:
                 self.unput_row = None
-            i += out.put_batch(keys[i:], vals[i:], None if kinds is None else kinds[i:],
-                               rows[i:])
+            for j in behind:
+                i = done[j]
+                done[j] += outs[j].put_batch(keys[i:], vals[i:], None, rows[i:])
 
     def before_wait(self) -> None:
         """A wait inside process(): hand over what is done first (someone may need it)."""
@@ -192,42 +258,29 @@ class Loop:
             base = self.m.log.n
             self.orows = list(range(base, base + len(self.okeys)))
 
-    def _add(self, kind: int, key: tuple, value: Any, row: int) -> None:
+    def _add(self, key: tuple, value: Any, row: int) -> None:
         self._explicit()
-        if kind != ITEM and self.okinds is None:
-            self.okinds = [ITEM] * len(self.okeys)
         self.okeys.append(key)
         self.ovals.append(value)
         self.orows.append(row)
-        if self.okinds is not None:
-            self.okinds.append(kind)
 
-    def _emit(self, key: tuple, result: Any, seq: float) -> None:
+    def _emit(self, key: tuple, result: Any) -> None:
         """Outputs of an item that was dropped (None) or fanned out (a generator)."""
         row = self.m.log.n + len(self.seqs)
-        marked = self.markers and seq != FINAL
         self._explicit()
-        if result is None:
-            if marked:
-                self._add(TOMB, key, None, row)
-            return
-        n = 0
-        for child in result:
-            self._add(ITEM, key + (n,), child, row)
-            n += 1
-        if marked:
-            self._add(END, key, n, row)
-
-    def _marker(self, kind: int, key: tuple, value: Any) -> None:
-        if self.markers and self.out is not None:
-            self._add(kind, key, value, -1)
+        if result is not None:
+            for n, child in enumerate(result):
+                self._add(key + (n,), child, row)
 
     # ----- per-item extras (faults, group members, GPU staging, feedback, timeout) ---------
-    def _before(self, i: int, seq: float, value: Any) -> Any:
+    def _before(self, i: int, key: tuple, value: Any, ctx: Any) -> Any:
         rt = self.rt
+        seq = key[0]
         rt.seq = seq
         self.cur = i
         self.in_item = True
+        if self.input_names is not None:
+            ctx.input = self.input_names[key[1]]
         for r in rt.role.group[1:]:
             rt.t.send(r, CONTROL, GROUP, ("item", seq))
         rt.item_t0 = time.perf_counter()
@@ -246,17 +299,20 @@ class Loop:
 
     # ----- the loops -----------------------------------------------------------------------
     def run_source(self, src: Any) -> None:
-        rt, m, out = self.rt, self.m, self.out
-        seq = rt.plan.start_seq
+        rt, m = self.rt, self.m
+        plan, sp = rt.plan, rt.sp
+        k, s = plan.n_sources, sp.source
+        stride, offset = sp.replicas, rt.role.replica
+        # resume: the first item at or after the plan's start (a position over all sources)
+        seq = -((s - plan.start_seq) // k) if plan.start_seq else 0
         if seq:
             src.seek(seq)
-        stride, offset = rt.sp.replicas, rt.role.replica
         gen = iter(src.generate())
         perf = time.perf_counter
         special = self.special
         okeys_a, ovals_a = self.okeys.append, self.ovals.append
         seqs_a, starts_a, ends_a = self.seqs.append, self.starts.append, self.ends.append
-        key = seq * stride + offset
+        key = self.next_key = (seq * stride + offset) * k + s
         done = False
         try:
             while not done:
@@ -264,7 +320,7 @@ class Loop:
                 t = perf()
                 deadline = self.deadline(t)
                 for _ in range(self.batch):
-                    key = seq * stride + offset
+                    key = (seq * stride + offset) * k + s
                     if special:
                         rt.seq = key
                         rt.item_t0 = t
@@ -283,8 +339,9 @@ class Loop:
                     ends_a(t2)
                     t = t2
                     seq += 1
-                    if t2 >= deadline or out.starving:
+                    if t2 >= deadline or self.starving():
                         break
+                self.next_key = None if done else (seq * stride + offset) * k + s
                 rt.item_t0 = None
                 m.enter(M.OTHER)
                 self.handover()
@@ -292,9 +349,6 @@ class Loop:
             rt.seq = key
             raise
         rt.seq = "finish"
-        if self.markers:
-            self._add(END, (), seq, -1)
-            self.handover()
         self.finals(src)
 
     def run_stage(self, stage: Any) -> None:
@@ -304,9 +358,13 @@ class Loop:
         while True:
             taken = inp.take(self.batch)
             if taken is None:
-                taken = rt.wait_input()
+                taken = rt.wait_input(None if self.zipper is None else self._zip_held)
                 if taken is None:
                     break
+            if self.zipper is not None and taken.runs[0][0] >= 0:
+                taken = self._zip(taken)
+                if taken is None:
+                    continue
             self.taken = taken
             m.enter(M.BUSY)
             run(taken, stage)
@@ -314,6 +372,16 @@ class Loop:
             m.enter(M.OTHER)
             self.handover(len(taken.batch.keys))
             self.taken = None
+        if self.zipper is not None:
+            out: list[tuple[tuple, Any]] = []
+            self.zipper.complete(DONE_MARK, out)
+            if out:
+                self.taken = self._zipped(out)
+                m.enter(M.BUSY)
+                run(self.taken, stage)
+                m.enter(M.OTHER)
+                self.handover(len(out))
+                self.taken = None
         rt.seq = "finish"
         if rt.ckpt is not None:
             rt.ckpt.save(stage)
@@ -321,12 +389,34 @@ class Loop:
             rt.t.send(r, CONTROL, GROUP, ("finish", None))
         self.finals(stage)
 
+    def _zip(self, taken: Taken) -> Taken | None:
+        """Feed the zipper; the items it completed (None: none yet)."""
+        b = taken.batch
+        out: list[tuple[tuple, Any]] = []
+        self.zipper.add(b.keys, b.values, out)
+        self.inp.consume(taken, len(b.keys))  # held in the zipper from here on
+        self.zipper.complete(self.inp.low(), out)
+        return self._zipped(out) if out else None
+
+    def _zip_held(self) -> Taken | None:
+        """The groups an upstream's progress mark completed while this stage waits (their
+        records have all arrived; a downstream merge may be waiting for exactly them)."""
+        if self.zipper.pending is None:
+            return None
+        out: list[tuple[tuple, Any]] = []
+        self.zipper.complete(self.inp.low(), out)
+        return self._zipped(out) if out else None
+
+    def _zipped(self, out: list[tuple[tuple, Any]]) -> Taken:
+        now = time.perf_counter()
+        self.m.arrived(len(out), now)
+        return Taken(Batch([k for k, _ in out], [v for _, v in out]), [(-1, len(out), now)])
+
     def _batch(self, taken: Taken, stage: Any) -> None:
         b = taken.batch
-        keys, values, kinds = b.keys, b.values, b.kinds
+        keys, values = b.keys, b.values
         process, ctx = stage.process, stage.ctx
-        out = self.out
-        has_out = out is not None
+        has_out = bool(self.outs)
         special = self.special
         okeys_a, ovals_a = self.okeys.append, self.ovals.append
         seqs_a, starts_a, ends_a = self.seqs.append, self.starts.append, self.ends.append
@@ -337,56 +427,49 @@ class Loop:
         try:
             for i in range(len(keys)):
                 key = keys[i]
-                if kinds is not None and kinds[i] != ITEM:
-                    self._marker(kinds[i], key, values[i])
-                    continue
                 seq = key[0]
                 ctx.seq = seq if seq != FINAL else None
                 value = values[i]
                 if special:
-                    value = self._before(i, seq, value)
+                    value = self._before(i, key, value, ctx)
                     t = perf()
                 r = process(value)
                 if special:
                     self._after()
                 if r is None or type(r) is GeneratorType:
                     if has_out:
-                        self._emit(key, r, seq)
+                        self._emit(key, r)
                 elif has_out:
                     if self.orows is None:
                         okeys_a(key)
                         ovals_a(r)
                     else:
-                        self._add(ITEM, key, r, self.m.log.n + len(self.seqs))
+                        self._add(key, r, self.m.log.n + len(self.seqs))
                 t2 = perf()
                 seqs_a(seq)
                 starts_a(t)
                 ends_a(t2)
                 t = t2
-                if t2 >= deadline or (has_out and out.starving):
+                if t2 >= deadline or (has_out and self.starving()):
                     self.handover(i + 1)
                     t = perf()
                     deadline = self.deadline(t)
         except BaseException:
-            if i < len(keys) and (kinds is None or kinds[i] == ITEM):
+            if i < len(keys):
                 self.rt.seq = keys[i][0]
             raise
 
     def _batch_vectorised(self, taken: Taken, stage: Any) -> None:
         """``process_batch`` over the batch's items; stamps spread evenly over the call."""
         b = taken.batch
-        keys, values, kinds = b.keys, b.values, b.kinds
-        idx = range(len(keys)) if kinds is None else [i for i, k in enumerate(kinds) if k == ITEM]
-        if not idx:
-            for i in range(len(keys)):
-                self._marker(kinds[i], keys[i], values[i])
+        keys, values = b.keys, b.values
+        if not keys:
             return
-        rt = self.rt
-        items = [values[i] for i in idx]
+        items = list(values)
         if self.special:
-            for j, i in enumerate(idx):
-                items[j] = self._before(i, keys[i][0], items[j])
-        rt.seq = keys[idx[0]][0]
+            for i in range(len(keys)):
+                items[i] = self._before(i, keys[i], items[i], stage.ctx)
+        self.rt.seq = keys[0][0]
         stage.ctx.seq = None
         t0 = time.perf_counter()
         results = stage.process_batch(items)
@@ -398,22 +481,16 @@ class Loop:
                              f"{len(items)} items (one result per item: a value, None or a "
                              "generator)")
         dt = (t1 - t0) / len(items)
-        has_out = self.out is not None
-        j = 0
-        for i in range(len(keys)):
-            if kinds is not None and kinds[i] != ITEM:
-                self._marker(kinds[i], keys[i], values[i])
-                continue
-            key, r = keys[i], results[j]
+        has_out = bool(self.outs)
+        for j, (key, r) in enumerate(zip(keys, results, strict=True)):
             if has_out:
                 if r is None or type(r) is GeneratorType:
-                    self._emit(key, r, key[0])
+                    self._emit(key, r)
                 else:
-                    self._add(ITEM, key, r, self.m.log.n + len(self.seqs))
+                    self._add(key, r, self.m.log.n + len(self.seqs))
             self.seqs.append(key[0])
             self.starts.append(t0 + j * dt)
             self.ends.append(t0 + (j + 1) * dt)
-            j += 1
 
     def run_member(self, stage: Any) -> None:
         """A non-root rank of a group stage: run process(None) in step with the root."""
@@ -441,10 +518,10 @@ class Loop:
         rt, m = self.rt, self.m
         prev = m.enter(M.BUSY)
         res = stage.finish()
-        outs = list(res) if res is not None and self.out is not None else []
+        outs = list(res) if res is not None and self.outs else []
         m.enter(prev)
         for i, value in enumerate(outs):
-            self._add(ITEM, (FINAL, rt.sp.index, rt.role.replica, i), value, -1)
+            self._add((FINAL, rt.sp.index, rt.role.replica, i), value, -1)
         if outs:
             self.handover()
 
@@ -458,3 +535,4 @@ def _first_items(arrivals: list[tuple[int, float]], n: int) -> list[tuple[int, f
         out.append((min(c, n), t))
         n -= c
     return out
+

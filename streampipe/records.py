@@ -1,12 +1,11 @@
 """Records: what travels on an edge, and in which order.
 
-A record is ``(kind, key, value)``. ``key`` is a tuple that orders the stream: ``(seq,)`` for
-source item ``seq``, ``key + (i,)`` for the i-th output of a fan-out, ``(FINAL, stage, replica,
-i)`` for the items a stage emits from ``finish()`` (they follow the whole stream). Besides items
-there are markers that let an ordered merge of several upstream ranks know that nothing is
-missing: ``TOMB`` (the item with this key was dropped), ``END`` (the fan-out of ``key`` produced
-``value`` children; ``END((), n)`` from the source: the stream has ``n`` items) and ``EOS``
-(this sender is done with the edge).
+A record is ``(kind, key, value)``. ``key`` is a tuple that orders the stream (its *position*):
+``(seq,)`` for source item ``seq``, ``key + (i,)`` for the i-th output of a fan-out,
+``(seq, j, *rest)`` for a record a join got on its input ``j``, and ``(FINAL, stage, replica,
+i)`` for the items a stage emits from ``finish()`` (they follow the whole stream). Data edges
+carry items only; a feedback edge also carries ``TOMB`` records (its producer's watermark), and
+``EOS`` ends an edge.
 
 Records move in :class:`Batch` es: the records one sender hands to one receiver in one wire
 message, stored column by column so a whole batch is pickled once and a stage loop walks plain
@@ -18,14 +17,14 @@ from __future__ import annotations
 import math
 from typing import Any, NamedTuple
 
-__all__ = ["ITEM", "TOMB", "END", "EOS", "FINAL", "Record", "Batch", "position"]
+__all__ = ["ITEM", "TOMB", "EOS", "FINAL", "Record", "Batch"]
 
-ITEM, TOMB, END, EOS = range(4)
+ITEM, TOMB, EOS = 0, 1, 3
 FINAL = math.inf
 
 
 class Record(NamedTuple):
-    """One record (markers included)."""
+    """One record."""
 
     kind: int
     key: tuple
@@ -35,8 +34,8 @@ class Record(NamedTuple):
 class Batch(NamedTuple):
     """Records in stream order, column by column.
 
-    ``kinds`` is None when every record is an ITEM (the common case, so the loops and the wire
-    carry no kind per record).
+    ``kinds`` is None when every record is an ITEM (always, on a data edge), so the loops and
+    the wire carry no kind per record.
     """
 
     keys: list[tuple]
@@ -51,10 +50,3 @@ class Batch(NamedTuple):
 
     def records(self) -> list[Record]:
         return [self.record(i) for i in range(len(self.keys))]
-
-
-def position(kind: int, key: tuple, value: Any) -> tuple:
-    """Where a record sits in its sender's stream: ``END(k, n)`` right after k's n children."""
-    if kind == END:
-        return key + (value,)
-    return key

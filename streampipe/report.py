@@ -163,10 +163,22 @@ def _stage_events(plan: Plan, ranks: Ranks) -> dict[str, np.ndarray]:
     return out
 
 
-def _edges(names: list[str], summary: dict[str, StageRow], evs: dict) -> list[dict[str, Any]]:
-    """Each edge's queue (records arrived at the receiver, not yet started) and wire time."""
+def _pairs(plan: Plan, names: list[str]) -> list[tuple[str, str]]:
+    """The data edges as (sender, receiver) stage names: the plan's (a graph's forks and joins),
+    between stages that reported."""
+    have = set(names)
+    pairs = [(plan.stages[e.src].name, plan.stages[e.dst].name) for e in plan.edges]
+    if not plan.edges:  # a plan without edges (a training run file): the chain
+        pairs = list(pairwise(names))
+    return [(a, b) for a, b in pairs if a in have and b in have]
+
+
+def _edges(pairs: list[tuple[str, str]], summary: dict[str, StageRow],
+           evs: dict) -> list[dict[str, Any]]:
+    """Each edge's queue (records arrived at the receiver, not yet started) and wire time. A
+    join's queue is the receiver's, over all its inputs (a record's input is not recorded)."""
     rows = []
-    for a, b in pairwise(names):
+    for a, b in pairs:
         ra, rb = summary[a], summary[b]
         transit = _join(evs[a], T_SENT, evs[b], T_RECV)
         credit = ra.edges.get(b, {"L": 0.0, "peak": 0})
@@ -182,14 +194,16 @@ def _edges(names: list[str], summary: dict[str, StageRow], evs: dict) -> list[di
 
 
 def _end_to_end(names: list[str], summary: dict[str, StageRow], evs: dict, ranks: Ranks,
-                plan: Plan) -> dict[str, Any]:
+                plan: Plan, pairs: list[tuple[str, str]]) -> dict[str, Any]:
     """Little's law for the whole pipeline: exact per-rank occupancy integrals plus the time on
     the wire (L) against source and sink stamps joined by seq on the shared clock (W)."""
     src, snk = evs[names[0]], evs[names[-1]]
     sojourn = _join(src, T_RECV, snk, T_SENT)
     n_src = summary[names[0]].items
     # the join counts items by source seq: exact only when no stage drops or multiplies items
-    applicable = (len(names) > 1 and all(summary[n].items == n_src for n in names)
+    # (on a graph a forked item is in several places at once: no single sojourn per item)
+    applicable = (plan.is_chain and len(names) > 1
+                  and all(summary[n].items == n_src for n in names)
                   and not any(summary[n].events_dropped for n in names) and len(sojourn) > 0)
     if not len(sojourn):
         return {"items": 0, "applicable": False, "L": 0.0, "lam": 0.0, "W": 0.0,
@@ -198,8 +212,7 @@ def _end_to_end(names: list[str], summary: dict[str, StageRow], evs: dict, ranks
     t1 = float(snk[:, T_SENT].max())
     window = max(t1 - t0, 1e-12)
     area = sum(d["held_area"] for st in plan.stages for d in _roots(st, ranks))
-    wire = sum(float(np.sum(_join(evs[a], T_SENT, evs[b], T_RECV)))
-               for a, b in pairwise(names))
+    wire = sum(float(np.sum(_join(evs[a], T_SENT, evs[b], T_RECV))) for a, b in pairs)
     L = (area + wire) / window
     lam = len(sojourn) / window
     W = float(np.mean(sojourn))
@@ -207,10 +220,14 @@ def _end_to_end(names: list[str], summary: dict[str, StageRow], evs: dict, ranks
             "W": W, "little_residual": _residual(L, lam, W), "window": window}
 
 
-def pipeline_view(summary: dict[str, StageRow]) -> dict[str, Any]:
+def pipeline_view(summary: dict[str, StageRow], plan: Plan | None = None) -> dict[str, Any]:
     """Measured period and makespan against the bounds max(t_i / r_i) and sum(t_i), from the
-    rows alone (the sink's first and last end, the source's first arrival)."""
+    rows alone (the sink's first and last end, the source's first arrival). On a graph
+    (``plan`` with forks or joins) the period is per source item, its bound
+    :func:`graph_bound`, and the latency bound the costliest path from a source to a sink."""
     names = list(summary)
+    if plan is not None and not plan.is_chain:
+        return _graph_view(summary, plan)
     src, snk = summary[names[0]], summary[names[-1]]
     n = int(snk.items)
     period = (snk.t_end_last - snk.t_end_first) / (snk.events - 1) if snk.events > 1 else 0.0
@@ -229,9 +246,59 @@ def pipeline_view(summary: dict[str, StageRow]) -> dict[str, Any]:
     }
 
 
-def bottleneck(summary: dict[str, StageRow]) -> dict[str, Any]:
+def graph_bound(summary: dict[str, StageRow]) -> dict[str, Any] | None:
+    """The throughput bound of a graph, in source items per second: every stage needs
+    ``t_i x (items it sees per source item) / replicas`` seconds per source item (a merge join
+    sees the items of all its inputs, a fan-out multiplies, a drop divides), and the largest of
+    these is the period no layout of the other stages can beat."""
+    n_src = sum(r.items for r in summary.values() if r.kind == "source")
+    if n_src <= 0:
+        return None
+    per = {k: r.cost * (r.items / n_src) / r.replicas for k, r in summary.items()}
+    stage = max(per, key=lambda k: per[k])
+    r = summary[stage]
+    why = (f"t_i {1e3 * r.cost:.3f} ms x {r.items / n_src:.3g} items per source item / "
+           f"{r.replicas} replica{'s' if r.replicas > 1 else ''} = {1e3 * per[stage]:.3f} ms "
+           "per source item, the largest over the stages")
+    return {"stage": stage, "period": per[stage], "per_stage": per, "reason": why}
+
+
+def _graph_view(summary: dict[str, StageRow], plan: Plan) -> dict[str, Any]:
+    srcs = [k for k, r in summary.items() if r.kind == "source" and r.events]
+    snks = [k for k, r in summary.items() if r.kind == "sink" and r.events]
+    n_src = int(sum(summary[k].items for k in srcs))
+    gb = graph_bound(summary)
+    period = 0.0
+    if snks and n_src > 1:
+        t0 = min(summary[k].t_end_first for k in snks)
+        t1 = max(summary[k].t_end_last for k in snks)
+        period = (t1 - t0) / (n_src - 1)
+    # the costliest path from a source to a sink (stages in plan order read earlier stages)
+    path: dict[str, float] = {}
+    for s in plan.stages:
+        c = summary[s.name].cost if s.name in summary else 0.0
+        path[s.name] = c + max((path[plan.stages[j].name] for j in s.inputs), default=0.0)
+    latency_bound = max((path[k] for k in snks), default=0.0)
+    period_bound = gb["period"] if gb is not None else 0.0
+    t_first = min((summary[k].t_first for k in srcs), default=0.0)
+    makespan = max((summary[k].t_last for k in snks), default=t_first) - t_first
+    predicted = latency_bound + max(n_src - 1, 0) * period_bound
+    return {
+        "items": n_src, "throughput": 1 / period if period > 0 else 0.0, "period": float(period),
+        "period_bound": period_bound,
+        "latency": float(min(summary[k].t_end_first for k in snks) - t_first) if snks else 0.0,
+        "latency_bound": latency_bound, "makespan": float(makespan),
+        "makespan_predicted": predicted,
+        "efficiency": predicted / makespan if makespan > 0 else 0.0,
+        "graph_bound": gb,
+    }
+
+
+def bottleneck(summary: dict[str, StageRow], graph: dict[str, Any] | None = None
+               ) -> dict[str, Any]:
     """The stage that limits throughput: the highest busy fraction per replica, confirmed by
-    blocked stages before it and starved stages after it (and by the lowest bound)."""
+    blocked stages before it and starved stages after it (and by the lowest bound; on a graph,
+    by :func:`graph_bound`, passed as ``graph``)."""
     names = list(summary)
     if not names:
         return {"stage": None, "reason": "no stage recorded any item"}
@@ -250,7 +317,10 @@ def bottleneck(summary: dict[str, StageRow]) -> dict[str, Any]:
         why += f"; upstream {', '.join(before)} blocked"
     if after:
         why += f"; downstream {', '.join(after)} starved"
-    if by_bound != name:
+    if graph is not None:
+        by_bound = graph["stage"]
+        why += f"; graph bound at {by_bound!r}: {graph['reason']}"
+    elif by_bound != name:
         why += f"; lowest bound is at {by_bound!r}"
     return {"stage": name, "busy": busy, "reason": why, "blocked_upstream": before,
             "starved_downstream": after, "by_bound": by_bound,
@@ -357,9 +427,10 @@ def analyze(plan: Plan, ranks: Ranks, meta: dict | None = None,
                    serial=None, advice=[], little_flags=[])
         return doc
     evs = _stage_events(plan, ranks)
-    pipe = pipeline_view(summary)
-    edges = _edges(names, summary, evs)
-    e2e = _end_to_end(names, summary, evs, ranks, plan)
+    pipe = pipeline_view(summary, plan)
+    pairs = _pairs(plan, names)
+    edges = _edges(pairs, summary, evs)
+    e2e = _end_to_end(names, summary, evs, ranks, plan, pairs)
     e2e["saturation_in_flight"] = pipe["throughput"] * pipe["latency_bound"]
     flags = [{"where": f"stage:{n}", "residual": summary[n].little_residual}
              for n in names if summary[n].little_residual > LITTLE_TOLERANCE]
@@ -367,7 +438,7 @@ def analyze(plan: Plan, ranks: Ranks, meta: dict | None = None,
               for e in edges if e["little_residual"] > LITTLE_TOLERANCE]
     if e2e["applicable"] and e2e["little_residual"] > LITTLE_TOLERANCE:
         flags.append({"where": "end_to_end", "residual": e2e["little_residual"]})
-    bn = bottleneck(summary)
+    bn = bottleneck(summary, pipe.get("graph_bound"))
     doc["serial"] = serial_fraction(names, summary)
     advice = _advice(names, summary, bn, pipe, e2e, flags)
     _note_cores(advice, ranks)

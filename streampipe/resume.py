@@ -33,16 +33,10 @@ class Checkpointer:
         self.every = every
         self.t_last = 0.0
 
-    @staticmethod
-    def check(key: tuple) -> None:
-        if len(key) != 1:
-            raise RuntimeError("pipeline.checkpoint: items reaching the sink must be 1-to-1 with "
-                               "source items (a fan-out before the sink has no per-item mark)")
-
-    def consumed(self, key: tuple, sink: Any, now: float) -> None:
-        """Every item up to ``key`` has been consumed by ``sink``."""
-        self.check(key)
-        self.hwm = key[0] + 1
+    def consumed_upto(self, hwm: int, sink: Any, now: float) -> None:
+        """``sink`` has consumed every item of every source item before seq ``hwm``, and none
+        after: checkpoint if it is time."""
+        self.hwm = hwm
         if now - self.t_last >= self.every:
             self.t_last = now
             self.save(sink)

@@ -1,4 +1,4 @@
-"""Which replica of the next stage gets a record (``route = "balance"``, the default).
+"""Which replica of the next stage gets a record: ``route = "balance"`` (the default) or by key.
 
 Pure decisions over the sender's credit state, unit-tested without MPI. A receiver that has
 nothing in flight is starving and gets the next record at once (starving ones take turns);
@@ -9,9 +9,13 @@ takes long runs), and when that receiver has no credit left, the one with the mo
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Sequence
+from typing import Any
 
-__all__ = ["fits", "choose"]
+import numpy
+
+__all__ = ["fits", "choose", "key_replica"]
 
 
 def fits(credit: int, open_maybe: int, maybe: bool) -> bool:
@@ -40,3 +44,42 @@ def choose(credit: Sequence[int], open_maybe: Sequence[int], capacity: int, curr
             if left > best_left:
                 best, best_left = j, left
     return best
+
+
+def _encode(key: Any, out: list[bytes]) -> None:
+    t = type(key)
+    if t is bool or key is None:
+        out.append(b"b" + repr(key).encode())
+    elif t is int:
+        out.append(b"i" + str(key).encode())
+    elif t is float:
+        out.append(b"f" + repr(key).encode())
+    elif t is str:
+        out.append(b"s" + key.encode())
+    elif t is bytes:
+        out.append(b"y" + key)
+    elif t is tuple:
+        out.append(b"(%d" % len(key))
+        for k in key:
+            out.append(b",")
+            _encode(k, out)
+        out.append(b")")
+    else:
+        if isinstance(key, numpy.integer):
+            out.append(b"i" + str(int(key)).encode())
+        elif isinstance(key, numpy.floating):
+            out.append(b"f" + repr(float(key)).encode())
+        else:
+            raise TypeError(f"a routing key must be an int, float, str, bytes, bool, None or a "
+                            f"tuple of those, got {t.__name__} {key!r}")
+
+
+def key_replica(key: Any, replicas: int) -> int:
+    """The replica that gets every item with routing key ``key`` (``route = "key"``):
+    ``crc32(encoding of key) % replicas``, where the encoding is a type letter and the text of
+    an int (``b"i42"``), a float (``repr``), a str (UTF-8), bytes, bool or None, and a tuple is
+    ``b"(<n>,<item>,...)"``. The same key goes to the same replica in every run, on every host,
+    with every Python version (unlike ``hash``)."""
+    parts: list[bytes] = []
+    _encode(key, parts)
+    return zlib.crc32(b"".join(parts)) % replicas

@@ -16,6 +16,7 @@ import sys
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any, NoReturn
 
@@ -28,11 +29,12 @@ from .faults import Fault
 from .feedback import Feedback
 from .finish import finish_run, rank_record
 from .gpu import gpu_node_rank, record_gpu_memory, resolve_device, wire_hooks
-from .job import JobSpec, instantiate
+from .job import JobSpec, instantiate, resolve_uses
 from .live import LiveCollector, LiveSender, live_path
 from .loops import Loop
 from .plan import Plan, Role, make_plan
 from .resume import Checkpointer
+from .routing import key_replica
 from .stage import Context, Sink, Source
 from .staging import Staging
 from .startup import stamp, stamps
@@ -106,7 +108,6 @@ class RankRuntime:
         self.host = socket.gethostname()
         self.seq: Any = "setup"
         self.item_t0: float | None = None
-        self.markers = plan.markers[self.role.stage]
         self.max_delay = plan.max_delay
         self.faults = [f for f in opts.faults if f.stage == self.sp.name and
                        (f.replica is None or f.replica == self.role.replica)]
@@ -116,7 +117,8 @@ class RankRuntime:
         self.control: list[Any] = []
         self.t.register(GROUP, lambda src, kind, payload: self.control.append(payload))
         self.inp: InPort | None = None
-        self.out: OutPort | None = None
+        self.outs: list[OutPort] = []
+        self.waiting_input = False
         self.feedback: Feedback | None = None
         self.staging: Any = None  # host <-> device staging of a GPU stage (staging.py)
         self.ckpt: Any = None
@@ -141,15 +143,19 @@ class RankRuntime:
     def _open_ports(self) -> None:
         role, plan, sp = self.role, self.plan, self.sp
         t, m = self.t, self.m
-        if role.upstream:
-            self.inp = InPort(t, data_edge(sp.index), role.upstream, sp.capacity,
-                              merge=plan.merge_kind(sp.index),
-                              start_seq=plan.start_seq, on_arrival=m.arrived)
-        if role.downstream:
-            nxt = plan.stages[sp.index + 1]
-            self.out = OutPort(t, data_edge(nxt.index), role.downstream, nxt.capacity,
-                               plan.batch, m.edge(nxt.name), max_delay=self.max_delay,
-                               on_sent=m.sent, progress=plan.merge_kind(nxt.index) == "heads")
+        if role.inputs:
+            # a zip stage counts the items it forms, not the records it gets
+            self.inp = InPort(t, [(data_edge(e), rs) for e, rs in role.inputs],
+                              capacity=sp.capacity, merge=plan.merge_kind(sp.index),
+                              on_arrival=None if sp.join == "zip" else m.arrived,
+                              join=sp.join is not None)
+            self.inp.on_progress = self._input_progress
+        for e, dests in role.outputs:
+            nxt = plan.stages[plan.edges[e].dst]
+            self.outs.append(OutPort(t, data_edge(e), dests, nxt.capacity, plan.batch,
+                                     m.edge(nxt.name), max_delay=self.max_delay,
+                                     on_sent=m.sent, progress=plan.ordered,
+                                     route=self._route(nxt)))
         fb_out = fb_in = None
         if role.feedback_out:
             target = plan.stages[sp.feedback_to]
@@ -163,6 +169,21 @@ class RankRuntime:
         if fb_out is not None or fb_in is not None:
             self.feedback = Feedback(sp.name, fb_out, fb_in, plan.sends_watermark(sp.index),
                                      self.opts.feedback_timeout, self.wait)
+
+    def _route(self, st: Any) -> Any:
+        """``route(key, value) -> replica index`` into stage ``st`` (None: by credit)."""
+        n = st.replicas
+        if n == 1:
+            return None
+        if st.route == "key":
+            fn = self.spec.stages[st.index].key
+            if not callable(fn):
+                sspec = self.spec.stages[st.index]
+                fn = resolve_uses(fn, f"stages[{st.index}].key", base=sspec.base or self.spec.path)
+            return lambda key, value: key_replica(fn(value), n)
+        if st.join == "zip":  # the records of one source item must meet on one replica
+            return lambda key, value: key_replica(key[0], n)
+        return None
 
     def _make_stage(self) -> Any:
         sp = self.sp
@@ -195,25 +216,40 @@ class RankRuntime:
     # ------------------------------------------------------------------ waits
     def flush(self) -> None:
         """Send everything batched and return every owed credit (before any wait)."""
-        out = self.out
-        if out is not None:
+        loop = self.loop
+        if loop is not None:
+            loop.set_marks()
+        for out in self.outs:
             out.flush()
         if self.feedback is not None and self.feedback.out is not None:
             self.feedback.out.flush()
         if self.inp is not None:
             self.inp.flush_credits()
-        upto = out.oldest_row() if out is not None else None
-        unput = self.loop.unput_row if self.loop is not None else None
+        upto = loop.oldest_row() if loop is not None else None
+        unput = loop.unput_row if loop is not None else None
         if unput is not None:
             upto = unput if upto is None else min(upto, unput)
         self.m.settle(upto)
+
+    def _input_progress(self) -> None:
+        """An upstream said how far it got: pass it on while this rank waits for input (its
+        own receivers may be waiting for exactly that)."""
+        if self.waiting_input and self.loop is not None:
+            self.loop.set_marks()
+            for out in self.outs:
+                out.flush()
+            fb = self.feedback
+            if fb is not None:
+                fb.before_wait(M.STARVED, self.loop.mark())
+                if fb.out is not None:
+                    fb.out.flush()  # the consumer may be waiting for exactly this watermark
 
     def wait(self, until: Any, state: int, what: str) -> None:
         """Wait (charged to ``state``) until ``until()``, keeping communication going."""
         if self.loop is not None:
             self.loop.before_wait()
-        if self.feedback is not None:
-            self.feedback.before_wait(state)
+        if self.feedback is not None and self.loop is not None:
+            self.feedback.before_wait(state, self.loop.mark())
         self.flush()
         prev = self.m.enter(state)
         # the per-item timeout measures the stage's own time: a wait for credit (a slow stage
@@ -233,18 +269,25 @@ class RankRuntime:
             if t_item is not None:
                 self.item_t0 = t_item + (time.perf_counter() - t_wait)
 
-    def wait_input(self) -> Taken | None:
-        """Wait for the next records (starved); None at the end of the stream."""
+    def wait_input(self, held: Callable[[], Taken | None] | None = None) -> Taken | None:
+        """Wait for the next records (starved); None at the end of the stream. ``held``: items
+        the stage holds back that an upstream's progress can release (a zip's groups)."""
         inp, box = self.inp, []
 
         def ready() -> bool:
             got = inp.take(self.plan.batch)
+            if got is None and held is not None:
+                got = held()
             if got is not None:
                 box.append(got)
                 return True
             return inp.exhausted
 
-        self.wait(ready, M.STARVED, "waiting for input")
+        self.waiting_input = True
+        try:
+            self.wait(ready, M.STARVED, "waiting for input")
+        finally:
+            self.waiting_input = False
         return box[0] if box else None
 
     def tick(self, now: float) -> None:
@@ -312,7 +355,9 @@ class RankRuntime:
 
     def _shutdown(self) -> None:
         fb = self.feedback
-        outs = [p for p in (self.out, fb.out if fb else None) if p is not None]
+        outs = self.outs + ([fb.out] if fb is not None and fb.out is not None else [])
+        if self.loop is not None:
+            self.loop.set_marks()
         for port in outs:
             port.put_eos()
         inp, fb_in = self.inp, fb.inp if fb else None
@@ -403,17 +448,30 @@ def _finish(rt: RankRuntime, result: Any) -> Any:
     rt.m.close()
     wait = lambda until, what: rt.t.wait(until, what=what)  # noqa: E731
     record = rank_record(rt.stats(), rt.opts.out, rt.rank)
-    got = rt.collector.gather((record, rt.sp.kind == "sink" and rt.role.is_root, result), wait)
+    sink = rt.sp.name if rt.sp.kind == "sink" and rt.role.is_root else None
+    got = rt.collector.gather((record, sink, result), wait)
     final = None
     if got is not None:
-        results = [g[2] for g in got if g[1]]
-        final = results[0] if len(results) == 1 else results
+        final = _results(rt.plan, [(g[1], g[2]) for g in got])
         finish_run(rt.spec, rt.plan, rt.opts, [g[0] for g in got], status="ok", error=None,
                    result=final, live=rt.live_in)
     final = rt.collector.share(final, wait)
     rt.t.drain_sends()
     rt.t.close()
     return final
+
+
+def _results(plan: Plan, got: list[tuple[str | None, Any]]) -> Any:
+    """The job's result: the sink's (a list over its replicas when it has several); with
+    several sinks, a dict sink name -> that."""
+    per: dict[str, list[Any]] = {}
+    for name, res in got:
+        if name is not None:
+            per.setdefault(name, []).append(res)
+    one = {k: v[0] if len(v) == 1 else v for k, v in per.items()}
+    if len(one) == 1:
+        return next(iter(one.values()))
+    return {s.name: one.get(s.name) for s in plan.sinks}
 
 
 def _fail(rt: RankRuntime, exc: BaseException | None, failed_rank: int,

@@ -434,6 +434,11 @@ def simulate(plan: Plan, times: Mapping[str, Dist] | Sequence[Dist], n_items: in
     """
     if n_items < 1:
         raise ValueError(f"items: must be >= 1, got {n_items}")
+    if not plan.is_chain:
+        # the recursion below follows one chain of stages; a fork/join would be silently wrong
+        raise ValueError(f"simulate: the simulator models linear pipelines and {plan.name!r} is "
+                         "a graph (forks or joins); its throughput bound is in `streampipe "
+                         "report` (the graph bound, docs/graphs.md)")
     dists = _stage_dists(plan, times)
     flows = _stage_flows(plan, flow)
     ns = len(plan.stages)

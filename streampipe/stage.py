@@ -37,6 +37,10 @@ class Context:
         comm: the group sub-communicator of a group stage (``None`` for single-rank stages).
         group_rank: this rank's index inside its group (0 is the root that receives items).
         seq: the source sequence number of the item being processed (``None`` outside ``process``).
+            With several sources, item ``i`` of source ``s`` (their order in the job) has seq
+            ``i * n_sources + s``, so seqs order all sources' items together.
+        input: for a stage joining several inputs with ``join = "merge"``, the name of the input
+            stage the current item came from (``None`` otherwise).
     """
 
     params: dict[str, Any] = field(default_factory=dict)
@@ -50,6 +54,7 @@ class Context:
     comm: Any = None
     group_rank: int = 0
     seq: int | None = None
+    input: str | None = None
     _runtime: Any = field(default=None, repr=False)
 
     def __post_init__(self) -> None:

@@ -4,7 +4,8 @@ Load the file in https://ui.perfetto.dev or chrome://tracing. Timestamps are mic
 earliest rank start on the shared wall clock (``wall0`` + rank-local time, see
 ``docs/diagnostics.md``). Each item's slice covers ``process()`` (t_start .. t_end); its args carry
 the wait before it (queue) and the time until it was sent on (send). A flow arrow joins the slice
-of item ``seq`` on one stage to each slice of the same seq on the next stage.
+of item ``seq`` on one stage to each slice of the same seq on each stage that reads it (the
+plan's edges: a fork has an arrow into every branch, a join one from each input).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ def trace_events(plan: Plan, ranks: list[dict | None]) -> list[dict[str, Any]]:
     origin = min(d["wall0"] for d in present)
     out: list[dict[str, Any]] = [{"ph": "M", "name": "process_name", "pid": 0, "tid": 0,
                                   "args": {"name": "streampipe"}}]
-    prev: list[tuple[int, np.ndarray]] = []  # (rank, shifted events) of the stage before
+    seen: dict[int, list[tuple[int, np.ndarray]]] = {}  # stage -> (rank, shifted events)
     flow_id = 0
     for st in plan.stages:
         cur = []
@@ -54,23 +55,25 @@ def trace_events(plan: Plan, ranks: list[dict | None]) -> list[dict[str, Any]]:
                             "ts": e[T_START], "dur": max(e[T_END] - e[T_START], 0.0),
                             "args": {"seq": _seq(e[SEQ]), "queue_us": e[T_START] - e[T_RECV],
                                      "send_us": e[T_SENT] - e[T_END]}})
-        # flows from the previous stage's slice of each seq to this stage's slices of it
-        src = {}
-        for r, ev in prev:
-            for e in ev:
-                if math.isfinite(e[SEQ]):
-                    src[e[SEQ]] = (r, e[T_START])
-        for r, ev in cur:
-            for e in ev:
-                hit = src.get(e[SEQ])
-                if hit is None:
-                    continue
-                flow_id += 1
-                out.append({"ph": "s", "name": "item", "cat": "flow", "id": flow_id, "pid": 0,
-                            "tid": hit[0], "ts": hit[1]})
-                out.append({"ph": "f", "bp": "e", "name": "item", "cat": "flow", "id": flow_id,
-                            "pid": 0, "tid": r, "ts": e[T_START]})
-        prev = cur
+        # flows from each input stage's slice of each seq to this stage's slices of it
+        inputs = st.inputs if plan.edges else ((st.index - 1,) if st.index else ())
+        for j in inputs:
+            src = {}
+            for r, ev in seen.get(j, []):
+                for e in ev:
+                    if math.isfinite(e[SEQ]):
+                        src[e[SEQ]] = (r, e[T_START])
+            for r, ev in cur:
+                for e in ev:
+                    hit = src.get(e[SEQ])
+                    if hit is None:
+                        continue
+                    flow_id += 1
+                    out.append({"ph": "s", "name": "item", "cat": "flow", "id": flow_id,
+                                "pid": 0, "tid": hit[0], "ts": hit[1]})
+                    out.append({"ph": "f", "bp": "e", "name": "item", "cat": "flow",
+                                "id": flow_id, "pid": 0, "tid": r, "ts": e[T_START]})
+        seen[st.index] = cur
     return out
 
 

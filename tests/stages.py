@@ -283,3 +283,63 @@ class BatchBranch(Branch):
             with open(self.log, "a") as f:
                 f.write(f"{len(items)}\n")
         return [self.process(x) for x in items]
+
+
+def parity(item):
+    """A routing key (route = "key"): items with the same parity meet on one replica."""
+    return int(item) % 2
+
+
+class TagInput(sp.Stage):
+    """x -> (the name of the input it came from, x), for joins (ctx.input)."""
+
+    def setup(self, ctx):
+        self.ctx = ctx
+
+    def process(self, x):
+        return (self.ctx.input, x)
+
+
+def leftmost(item):
+    """The leftmost int inside nested tuples (the source number an item descends from)."""
+    while isinstance(item, tuple):
+        item = item[0]
+    return int(item)
+
+
+def key_mod5(item):
+    """A routing key (route = "key"): five keys, whatever the branch an item went through."""
+    return leftmost(item) % 5
+
+
+class Tag(sp.Stage):
+    """x -> (x, params.t): tells branches apart in a join's output."""
+
+    def setup(self, ctx):
+        self.t = ctx.params.get("t", "")
+
+    def process(self, x):
+        return (x, self.t)
+
+
+class KeyCount(sp.Stage):
+    """State per key (route = "key"): x -> (x, how many items of x's key this replica has seen,
+    counting x). Only right if one replica sees every item of a key, in order. With
+    params.log, appends "key\\n" per item to <log>.<replica> (the per-replica record)."""
+
+    def setup(self, ctx):
+        self.ctx = ctx
+        self.counts = {}
+        log = ctx.params.get("log")
+        self.log = open(f"{log}.{ctx.replica}", "a") if log else None  # noqa: SIM115
+
+    def process(self, x):
+        k = key_mod5(x)
+        self.counts[k] = self.counts.get(k, 0) + 1
+        if self.log is not None:
+            self.log.write(f"{k}\n")
+        return (x, self.counts[k])
+
+    def finish(self):
+        if self.log is not None:
+            self.log.close()

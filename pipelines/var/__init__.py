@@ -6,6 +6,9 @@ Stages for a job file (``uses = "pipelines.var:Valuation"``) and a serial oracle
     value      Valuation          (Stage)   {"batch", "pnl"}   NumPy or CuPy
     aggregate  Aggregator         (Sink)    result(): VaR/ES, SEs, CIs, P&L summary
 
+and, for a graph that values linear positions and options in two branches (jobs/var-graph.toml),
+``Valuation`` with ``part = "linear" | "options"`` and ``AddPnl`` joining the two (zip).
+
 See README.md in this directory for the portfolio schema and the estimators.
 """
 
@@ -16,11 +19,12 @@ from .pricing import bs_price, norm_cdf
 from .result import VarResult, format_result
 from .scenarios import ScenarioGenerator
 from .serial import run_serial
-from .valuation import Valuation, revalue
+from .valuation import AddPnl, Valuation, revalue
 
 __all__ = [
     "ScenarioGenerator",
     "Valuation",
+    "AddPnl",
     "Aggregator",
     "run_serial",
     "format_result",

@@ -33,7 +33,8 @@ from .params import Params
 from .portfolio import Portfolio, load_portfolio
 from .pricing import bs_pnl
 
-__all__ = ["Valuation", "revalue", "bytes_per_scenario", "pnl_tolerance", "DeviceBook"]
+__all__ = ["Valuation", "AddPnl", "revalue", "bytes_per_scenario", "pnl_tolerance",
+           "DeviceBook", "PARTS"]
 
 ALIGN = 512  # CuPy rounds every allocation up to this
 # Per-pass allocations besides the per-row ones (each at least one ALIGN unit on a GPU).
@@ -79,22 +80,27 @@ class DeviceBook:
         self.has_linear = bool(np.any(pf.lin_weight != 0))
 
 
-def revalue(pf: Portfolio, shocks: Any, xp: Any = np, book: DeviceBook | None = None) -> Any:
+PARTS = ("all", "linear", "options")
+
+
+def revalue(pf: Portfolio, shocks: Any, xp: Any = np, book: DeviceBook | None = None,
+            part: str = "all") -> Any:
     """P&L of the portfolio under each row of factor returns ``shocks`` (rows, F), on ``xp``.
 
     Linear positions: ``quantity * spot * g`` with ``g = r`` (arithmetic returns) or
     ``expm1(r)`` (log returns).  Options: ``quantity * (BS(S') - BS(S))`` with
     ``S' = S * exp(r)`` or ``S * max(1 + r, 0)``; expiry is held fixed (no theta over the horizon).
     ``shocks`` must already be on ``xp`` (``xp.asarray`` it); ``book`` is the portfolio on
-    ``xp`` (made once per stage; made here when not given).
+    ``xp`` (made once per stage; made here when not given). ``part``: value only the linear
+    positions or only the options ("all": both; the sum of the two parts is this, bit for bit).
     """
     b = book if book is not None else DeviceBook(pf, xp)
     r = shocks
     pnl = None
-    if b.has_linear:
+    if b.has_linear and part != "options":
         g = xp.expm1(r) if b.log else r
         pnl = _row_sums(xp, g * b.lin_weight)
-    if b.n_options:
+    if b.n_options and part != "linear":
         levels = b.spots * (xp.exp(r) if b.log else xp.maximum(1.0 + r, 0.0))
         value = bs_pnl(xp, levels, b.factor, b.strike, b.expiry, b.vol, b.rate, b.call,
                        b.quantity, b.base)
@@ -133,13 +139,15 @@ class Valuation(Stage):
     """Stage: ``{"batch", "shocks"}`` -> ``{"batch", "pnl"}`` (float64, one per row, on the
     stage's device: the runtime brings it to the host for a CPU stage downstream).
 
-    Params: ``portfolio`` (path), ``gpu_memory_budget`` (bytes, optional): the working set of
+    Params: ``portfolio`` (path), ``part`` ("all" default, "linear" or "options": value only
+    those positions, for a graph that values the two in branches and adds them with
+    :class:`AddPnl`), ``gpu_memory_budget`` (bytes, optional): the working set of
     an item (its shocks, its P&L, the portfolio on the device and a pass of sub-batch rows)
     stays under the budget.  Without it a GPU uses half of its free memory, NumPy passes of
     about 16 MiB (faster than larger ones: the temporaries stay in cache).
     """
 
-    PARAMS = frozenset({"portfolio", "gpu_memory_budget"})
+    PARAMS = frozenset({"portfolio", "gpu_memory_budget", "part"})
 
     def setup(self, ctx: Context) -> None:
         self.ctx = ctx
@@ -147,6 +155,7 @@ class Valuation(Stage):
         self.xp = ctx.xp
         self.on_gpu = ctx.xp is not np
         self.portfolio = load_portfolio(p.get("portfolio"))
+        self.part = p.choice("part", PARTS, "all")
         self.book = DeviceBook(self.portfolio, self.xp)
         self.row_bytes = bytes_per_scenario(self.portfolio, self.on_gpu)
         self.budget = p.number("gpu_memory_budget")
@@ -196,5 +205,18 @@ class Valuation(Stage):
         step = self.rows_per_pass(rows)
         out = xp.empty(rows, dtype=xp.float64)
         for a in range(0, rows, step):
-            out[a : a + step] = revalue(self.portfolio, shocks[a : a + step], xp, self.book)
+            out[a : a + step] = revalue(self.portfolio, shocks[a : a + step], xp, self.book,
+                                        self.part)
         return out
+
+
+class AddPnl(Stage):
+    """Stage: the zipped ``({"batch", "pnl"}, {"batch", "pnl"})`` of the linear and the option
+    branch of one scenario batch -> ``{"batch", "pnl"}``, their sum (``join = "zip"``; the same
+    sum, in the same order, as a single Valuation of the whole book)."""
+
+    def process(self, item: tuple[dict[str, Any], dict[str, Any]]) -> dict[str, Any]:
+        lin, opt = item
+        if lin["batch"] != opt["batch"]:
+            raise ValueError(f"zip paired batch {lin['batch']} with batch {opt['batch']}")
+        return {"batch": lin["batch"], "pnl": lin["pnl"] + opt["pnl"]}

@@ -54,5 +54,5 @@ def test_pipeline_fields_are_checked_like_job_files():
 
     with pytest.raises(sp.JobError, match=r"stages\[1\].replicas: must be >= 1, got 0"):
         sp.Pipeline().add(Numbers).add(Collect, replicas=0).spec()
-    with pytest.raises(sp.JobError, match="only the first stage may be a Source"):
-        sp.Pipeline().add(Numbers).add(Numbers).spec()
+    with pytest.raises(sp.JobError, match=r"stages\[0\]: 'numbers' \(Numbers\) feeds no stage"):
+        sp.Pipeline().add(Numbers).add(Numbers).add(Collect).spec()

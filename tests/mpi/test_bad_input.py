@@ -74,8 +74,8 @@ def test_base_job_is_valid():
     (job(pipeline__checkpoint=True, pipeline__ordered=False), r"pipeline\.checkpoint: needs "
                                                               r"pipeline\.ordered = true"),
     (job(s0__replicas=2), r"stages\[0\]\.replicas: a replicated source has no single order"),
-    (job(s1__uses="tests.stages:Numbers"), r"stages\[1\]\.uses: only the first stage may be a "
-                                           r"Source"),
+    # a second Source is allowed (graphs), but then the first one feeds nothing
+    (job(s1__uses="tests.stages:Numbers"), r"stages\[0\]: 'src' \(Numbers\) feeds no stage"),
     (job(s0__uses="tests.stages:Square"), r"stages\[0\]\.uses: the first stage must be a "
                                           r"streampipe Source"),
     (job(s2__uses="tests.stages:Square"), r"stages\[2\]\.uses: the last stage must be a "

@@ -23,19 +23,22 @@ JOB = {
 def test_plan_round_trips_through_json():
     plan = make_plan(parse_job(JOB), start_seq=5)
     again = Plan.from_dict(json.loads(json.dumps(plan.to_dict())))
-    assert again == plan  # dataclass equality: every stage, group tuple, marker and setting
+    assert again == plan  # dataclass equality: every stage, group tuple, edge and setting
     assert again.role(4) == plan.role(4) and again.stage_of(5).name == "b"
 
 
 def test_plan_from_older_and_training_run_files():
-    # an older run file has no name and no markers; a training one adds its own keys
-    d = make_plan(parse_job(JOB)).to_dict()
-    del d["name"], d["markers"]
+    # an older run file has no name and no edges (a chain); a training one adds its own keys
+    full = make_plan(parse_job(JOB))
+    d = full.to_dict()
+    del d["name"], d["edges"]
     d["train"] = {"clients": 2}
     for st in d["stages"]:
         st["future_field"] = 1
+        del st["inputs"]
     plan = Plan.from_dict(d)
-    assert [s.name for s in plan.stages] == ["src", "a", "b", "sink"] and plan.markers == []
+    assert [s.name for s in plan.stages] == ["src", "a", "b", "sink"]
+    assert plan.edges == full.edges and plan.stages == full.stages
     assert plan.stages[2].groups == ((3,), (4,), (5,))
 
 
