@@ -1,7 +1,8 @@
 """Choose replicas and capacity for a rank budget, verified with the simulator.
 
 Replicas: start from one replica per stage and give the next rank to the stage with the lowest
-bound (replicas / mean service time x group), as long as the budget allows; every step is
+bound (replicas / (mean service time x items it sees per source item), a merge join seeing the
+items of all its inputs), as long as the budget allows; every step is
 simulated and the best simulated layout wins (a step that does not pay, e.g. because the source
 is the bottleneck, is not taken). Capacity: the smallest capacity whose simulated throughput is
 within 2% of the best over a ladder of capacities: the knee of throughput against queue length
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 from .job import JobSpec
 from .plan import make_plan
 from .sim import Dist, simulate
+from .simgraph import per_round
 
 __all__ = ["Advice", "advise"]
 
@@ -81,14 +83,17 @@ def advise(spec: JobSpec, times: Mapping[str, Dist], budget: int, n_items: int =
     """Replicas per stage maximising simulated throughput within ``budget`` ranks, then the
     capacity at the Little's-law knee. The source stays single when the pipeline is ordered
     (a replicated source has no single order); group sizes are kept."""
-    n = len(spec.stages)
     need = sum(st.group for st in spec.stages)
     if budget < need:
         raise ValueError(f"--advise: a budget of {budget} ranks is less than the {need} ranks "
                          "one replica per stage needs")
-    mean = {st.name: times.get(st.name, Dist("const")).mean for st in spec.stages}
-    fixed = {spec.stages[0].name} if spec.ordered else set()
-    fixed |= {spec.stages[n - 1].name}  # one sink: its result() is the job's result
+    plan = make_plan(spec)
+    # time per source item: a merge join sees the items of all its inputs
+    mean = {st.name: times.get(st.name, Dist("const")).mean * m
+            for st, m in zip(plan.stages, per_round(plan.stages), strict=True)}
+    # a replicated source has no single order; a sink's result() is the job's result
+    fixed = {st.name for st in plan.stages if st.kind == "sink"
+             or (spec.ordered and st.kind == "source")}
     reps = {st.name: 1 for st in spec.stages}
     group = {st.name: st.group for st in spec.stages}
     baseline = _rate(spec, times, n_items, seed)

@@ -251,10 +251,6 @@ def validate(spec: JobSpec, check_imports: bool = True) -> None:
     spec.graph = graph
     if spec.checkpoint:
         _check_checkpoint(spec, graph, classes)
-    if spec.checkpoint and (not spec.ordered or len(graph.sinks) != 1
-                            or spec.stages[graph.sinks[0]].replicas > 1):
-        raise JobError("pipeline.checkpoint: needs pipeline.ordered = true and one sink with one "
-                       "replica (the high-water mark is a position in the ordered stream)")
     for i in graph.sources:
         if spec.ordered and spec.stages[i].replicas > 1:
             raise JobError(f"stages[{i}].replicas: a replicated source has no single order; "
@@ -368,17 +364,13 @@ def _stage_class(obj: Any) -> type:
 
 def _check_checkpoint(spec: JobSpec, graph: Graph, classes: list[type | None]) -> None:
     """The checkpoint's high-water mark is a position in the one ordered stream of one source
-    reaching one sink."""
+    reaching one sink. A graph is fine: the sink's ordered merge knows when every branch's
+    records of a source item have arrived (docs/graphs.md)."""
     if (not spec.ordered or len(graph.sinks) != 1 or len(graph.sources) != 1
             or spec.stages[graph.sinks[0]].replicas > 1):
         raise JobError("pipeline.checkpoint: needs pipeline.ordered = true, one source and one "
                        "sink with one replica (the high-water mark is a position in the ordered "
                        "stream)")
-    if not graph.is_chain:
-        # the mark would have to cover every branch's in-flight items: not built, so refused
-        # rather than resuming with items lost or repeated
-        raise JobError("pipeline.checkpoint: supported on linear pipelines only, this job is a "
-                       "graph (a stage with inputs other than the stage before it)")
     for i, cls in enumerate(classes):
         if cls is not None:
             _check_resumable(cls, i in graph.sources, i in graph.sinks, f"stages[{i}].uses")

@@ -118,7 +118,9 @@ class RankRuntime:
         self.t.register(GROUP, lambda src, kind, payload: self.control.append(payload))
         self.inp: InPort | None = None
         self.outs: list[OutPort] = []
-        self.waiting_input = False
+        # the state of the wait this rank is in (None: not waiting); an upstream's progress mark
+        # that arrives during any wait is passed on (see _input_progress)
+        self.waiting: int | None = None
         self.feedback: Feedback | None = None
         self.staging: Any = None  # host <-> device staging of a GPU stage (staging.py)
         self.ckpt: Any = None
@@ -232,15 +234,17 @@ class RankRuntime:
         self.m.settle(upto)
 
     def _input_progress(self) -> None:
-        """An upstream said how far it got: pass it on while this rank waits for input (its
-        own receivers may be waiting for exactly that)."""
-        if self.waiting_input and self.loop is not None:
+        """An upstream said how far it got: pass it on while this rank waits (its own receivers
+        may be waiting for exactly that). Not only a wait for input: a replica waiting inside
+        process() for feedback has handed its earlier items over, and its mark is the item it
+        is on; a merge after it needs that mark to take the item the feedback waits for."""
+        if self.waiting is not None and self.loop is not None:
             self.loop.set_marks()
             for out in self.outs:
                 out.flush()
             fb = self.feedback
             if fb is not None:
-                fb.before_wait(M.STARVED, self.loop.mark())
+                fb.before_wait(self.waiting, self.loop.mark())
                 if fb.out is not None:
                     fb.out.flush()  # the consumer may be waiting for exactly this watermark
 
@@ -262,9 +266,11 @@ class RankRuntime:
             def until() -> bool:  # a waiting rank still reports once a second
                 self._live(time.perf_counter())
                 return cond()
+        outer, self.waiting = self.waiting, state
         try:
             self.t.wait(until, what=what)
         finally:
+            self.waiting = outer
             self.m.enter(prev)
             if t_item is not None:
                 self.item_t0 = t_item + (time.perf_counter() - t_wait)
@@ -283,11 +289,7 @@ class RankRuntime:
                 return True
             return inp.exhausted
 
-        self.waiting_input = True
-        try:
-            self.wait(ready, M.STARVED, "waiting for input")
-        finally:
-            self.waiting_input = False
+        self.wait(ready, M.STARVED, "waiting for input")
         return box[0] if box else None
 
     def tick(self, now: float) -> None:

@@ -21,6 +21,8 @@ Model (what the runtime does, reduced to timing):
   was handled. The pipeline is cut after each such stage and the 1:1 pieces run in turn, the
   next piece's arrivals being the outputs' send times; across a cut there is no back-pressure
   (exact for a barrier, which holds everything anyway);
+* a graph (forks, joins, several sources or sinks) goes through :mod:`streampipe.simgraph`,
+  the same model one source item ("round") at a time;
 * feedback waits are not modelled separately (measured service times from a run file include
   them), and message latency is one constant per hop (``latency``; ``--from`` measures its
   median).
@@ -49,6 +51,7 @@ import numpy as np
 from . import runfile
 from .events import SEQ, T_END, T_RECV, T_SENT, T_START, as_events, empty, on_wall
 from .plan import Plan, StagePlan
+from .simgraph import run_graph
 from .summary import StageRow, pipeline_rate, rows
 
 __all__ = ["Dist", "Flow", "SimResult", "parse_time", "parse_dist", "parse_times", "parse_flows",
@@ -434,16 +437,13 @@ def simulate(plan: Plan, times: Mapping[str, Dist] | Sequence[Dist], n_items: in
     """
     if n_items < 1:
         raise ValueError(f"items: must be >= 1, got {n_items}")
-    if not plan.is_chain:
-        # the recursion below follows one chain of stages; a fork/join would be silently wrong
-        raise ValueError(f"simulate: the simulator models linear pipelines and {plan.name!r} is "
-                         "a graph (forks or joins); its throughput bound is in `streampipe "
-                         "report` (the graph bound, docs/graphs.md)")
     dists = _stage_dists(plan, times)
     flows = _stage_flows(plan, flow)
     ns = len(plan.stages)
     keep = keep_events if keep_events is not None else ns * n_items <= 2_000_000
     rng = np.random.default_rng(seed)
+    if not plan.is_chain:
+        return _simulate_graph(plan, dists, flows, n_items, rng, chunk, latency, keep)
     # cut the pipeline after every stage that changes the item count: each piece is 1:1
     cuts = [k + 1 for k in range(ns - 1) if flows[k].changes]
     counts = np.zeros(ns, dtype=np.int64)
@@ -476,11 +476,38 @@ def simulate(plan: Plan, times: Mapping[str, Dist] | Sequence[Dist], n_items: in
         else:
             arrivals = np.repeat(ch.sent_last, per_input) + latency
             n = len(arrivals)
+    outs = [int(_out_counts(int(counts[k]), flows[k].ratio).sum()) if k + 1 < ns
+            else int(counts[k]) for k in range(ns)]
+    return _result(plan, n_items, counts, outs, busy, blocked, sojourn, wait, t_first, t_last,
+                   events)
+
+
+def _simulate_graph(plan: Plan, dists: list[Dist], flows: list[Flow], n_items: int,
+                    rng: np.random.Generator, chunk: int, latency: float,
+                    keep: bool) -> SimResult:
+    """A plan with forks or joins: :func:`streampipe.simgraph.run_graph`, one round per source
+    item. Its stages pass items on 1:1 (a merge join's extra items come from its inputs)."""
+    feeds = {e.src for e in plan.edges}
+    for k, f in enumerate(flows):
+        if f.changes and k in feeds:
+            raise ValueError(f"simulate: stage {plan.stages[k].name!r} {f} on a graph: the "
+                             "graph simulator models stages that pass items on one for one "
+                             "(fan-out, drops and finish() outputs are modelled on linear "
+                             "pipelines only)")
+    g = run_graph(plan.stages, dists, n_items, rng, chunk, latency, keep)
+    return _result(plan, n_items, g.counts, [int(c) for c in g.counts], g.busy, g.blocked,
+                   g.sojourn, g.wait, g.t_first, g.t_last, g.events)
+
+
+def _result(plan: Plan, n_items: int, counts: np.ndarray, outs: Sequence[int], busy: np.ndarray,
+            blocked: np.ndarray, sojourn: np.ndarray, wait: np.ndarray, t_first: np.ndarray,
+            t_last: np.ndarray, events: dict[str, np.ndarray]) -> SimResult:
+    """The report's per-stage rows from a simulation's per-stage totals."""
     makespan = float(t_last.max())
     summary = {}
     for k, s in enumerate(plan.stages):
         nk = int(counts[k])
-        out = int(_out_counts(nk, flows[k].ratio).sum()) if k + 1 < ns else nk
+        out = outs[k]
         per = max(nk, 1)
         window = max(float(t_last[k] - t_first[k]), 1e-12)
         lam = nk / window
@@ -511,8 +538,13 @@ def format_result(res: SimResult, title: str) -> str:
             + "".join(f"{100 * x:>5.0f}%" for x in (r.busy, r.starved, r.blocked))
             + f"{1e3 * r.service:>9.3f}{r.bound:>10.1f}{r.L:>7.2f}{1e3 * r.W:>8.2f}"
             f"{r.queue_L:>7.2f}{1e3 * r.queue_W:>8.2f}")
-    slow = min(res.summary, key=lambda n: res.summary[n].bound)
-    lines.append(f"bottleneck: stage {slow!r} (bound {res.summary[slow].bound:.1f} items/s, "
+    # per source item, a stage needs t_i x (items it sees per source item) / replicas: on a
+    # chain without fan-out that is 1 / bound; a merge join or a fan-out sees more items
+    per = {n: r.service * r.items / max(res.items, 1) / r.replicas
+           for n, r in res.summary.items()}
+    slow = max(per, key=lambda n: per[n])
+    lines.append(f"bottleneck: stage {slow!r} ({1e3 * per[slow]:.3g} ms per source item, "
+                 f"bound {1 / per[slow] if per[slow] > 0 else float('inf'):.1f} source items/s, "
                  f"busy {100 * res.summary[slow].busy:.0f}% per replica)")
     return "\n".join(lines)
 

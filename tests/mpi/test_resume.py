@@ -43,9 +43,21 @@ params = {{path = "{path}"}}
 """
 
 
-def write_job(tmp_path, out_txt, source="tests.stages:Numbers", name="job.toml"):
+# the same squares through a fork and an ordered merge join: the sink gets x^2, then x
+GRAPH_JOB = JOB.replace('name = "sink"', '''name = "id"
+uses = "tests.stages:Identity"
+inputs = ["src"]
+[[stages]]
+name = "both"
+uses = "tests.stages:Identity"
+inputs = ["sq", "id"]
+[[stages]]
+name = "sink"''')
+
+
+def write_job(tmp_path, out_txt, source="tests.stages:Numbers", name="job.toml", text=JOB):
     p = tmp_path / name
-    p.write_text(JOB.format(source=source, n=N, sleep=SLEEP, path=out_txt))
+    p.write_text(text.format(source=source, n=N, sleep=SLEEP, path=out_txt))
     return p
 
 
@@ -139,3 +151,28 @@ def test_run_file_holds_no_environment(reference):
     assert SECRET not in blob
     assert "SP_TEST_TOKEN" not in blob
     assert os.environ.get("PATH", "<none>") not in blob
+
+
+@pytest.mark.parametrize("stage", ["both", "id"])
+def test_resume_of_a_graph_is_exactly_once(tmp_path, stage):
+    """A fork and a merge join before the sink: the mark passes a source item only once both
+    branches' records of it are in the file, so a resumed run neither loses the x^2 whose x
+    was not written yet nor writes it twice."""
+    seed = random.randrange(1 << 30)
+    item = random.Random(seed).randrange(1150, 1450)
+    ctx = f"(seed {seed}, fault at {stage} item {item})"
+    out = tmp_path / "out.txt"
+    job = write_job(tmp_path, out, text=GRAPH_JOB)
+    expect = b"".join(f"{i * i}\n{i}\n".encode() for i in range(N))  # closed form
+    run1 = tmp_path / "run1.h5"
+    done = streampipe("run", str(job), "--out", str(run1), "--quiet",
+                      "--inject", f"stage={stage},item={item},kind=raise", timeout=60)
+    assert done.returncode != 0 and f"failed at item seq {item}" in done.stderr, ctx + done.output
+    hwm, offset = resume_point(str(run1))
+    assert 0 < hwm <= item, ctx
+    assert out.read_bytes()[:offset] == b"".join(f"{i * i}\n{i}\n".encode()
+                                                 for i in range(hwm)), ctx
+    done = streampipe("run", str(job), "--out", str(tmp_path / "run2.h5"), "--quiet",
+                      "--resume", str(run1), timeout=60)
+    assert done.returncode == 0, ctx + done.output
+    assert out.read_bytes() == expect, ctx

@@ -193,18 +193,13 @@ def test_graph_bound_weighs_each_stage_by_the_items_it_sees():
     assert "graph bound at 'j'" in bottleneck(rows, gb)["reason"]
 
 
-def test_simulator_refuses_a_graph_instead_of_simulating_a_chain():
-    from streampipe.sim import Dist, simulate
-
-    plan = make_plan(parse_job(job(*FORK_JOIN)))
-    with pytest.raises(ValueError, match="simulate: the simulator models linear pipelines"):
-        simulate(plan, [Dist("const", 1e-3)] * len(plan.stages), 10)
-
-
-def test_checkpoint_is_refused_on_a_graph():
-    with pytest.raises(JobError, match=r"pipeline\.checkpoint: supported on linear pipelines "
-                                       r"only, this job is a graph"):
-        parse_job(job(*FORK_JOIN, checkpoint=True), check_imports=False)
+def test_checkpoint_on_a_graph_needs_one_source_and_one_sink():
+    # one sink after a fork and a join: its ordered merge gives the high-water mark
+    parse_job(job(*FORK_JOIN, checkpoint=True, ordered=True), check_imports=False)
+    two_sinks = [*FORK_JOIN, S("more", "Collect", inputs=["sq"])]
+    with pytest.raises(JobError, match=r"pipeline\.checkpoint: needs pipeline\.ordered = true, "
+                                       r"one source and one sink"):
+        parse_job(job(*two_sinks, checkpoint=True), check_imports=False)
 
 
 def test_trace_flows_follow_the_graph_edges():
