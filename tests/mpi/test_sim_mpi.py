@@ -113,11 +113,12 @@ def test_fork_join_rate_matches_the_graph_simulator(tmp_path):
         sim = simulate(plan, times_from_run(run), 200, latency=latency_from_run(run))
         assert sim.summary["j"].items == 400  # both branches' items
         ratios.append(pipeline_rate(sim.summary) / pipeline_rate(rows(run["summary"])))
-        # measured 1.05-1.08 with the machine at load 8: the simulation is a little faster
-        # (ranks waiting for a core between items are in no stage's service time)
-        if 0.92 <= ratios[-1] <= 1.12:
+        # measured 1.05-1.08 here at load 8, 1.09-1.10 in benchmarks/graph.py: the simulation
+        # is faster by the time 6 ranks wait for one of 2 cores between items, which is in no
+        # stage's service time (3.9 ms of CPU per 3.5 ms period)
+        if 0.92 <= ratios[-1] <= 1.15:
             break
-    assert 0.92 <= ratios[-1] <= 1.12, ratios
+    assert 0.92 <= ratios[-1] <= 1.15, ratios
 
 
 def test_var_job_rate_matches_simulation_from_its_run_file(tmp_path):
