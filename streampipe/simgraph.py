@@ -32,6 +32,8 @@ from typing import Any
 
 import numpy as np
 
+from .graph import Graph
+
 __all__ = ["GraphRun", "per_round", "run_graph"]
 
 
@@ -49,21 +51,9 @@ class GraphRun:
     events: dict[str, np.ndarray]  # stage -> (items, 5) like a run's, when kept
 
 
-def _order(stages: Sequence[Any]) -> list[int]:
+def _order(stages: Sequence[Any]) -> tuple[int, ...]:
     """Stages in an order where each comes after the stages it reads."""
-    done: list[int] = []
-    seen: set[int] = set()
-
-    def visit(i: int) -> None:
-        if i not in seen:
-            seen.add(i)
-            for j in stages[i].inputs:
-                visit(j)
-            done.append(i)
-
-    for i in range(len(stages)):
-        visit(i)
-    return done
+    return Graph(tuple(s.name for s in stages), tuple(s.inputs for s in stages)).order()
 
 
 def per_round(stages: Sequence[Any]) -> list[int]:
