@@ -42,7 +42,7 @@ independent event-driven simulation.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -315,12 +315,16 @@ class SimResult:
         return pipeline_rate(self.summary)
 
 
+def _check_names(plan: Plan, names: Iterable[str], what: str) -> None:
+    unknown = set(names) - {s.name for s in plan.stages}
+    if unknown:
+        raise ValueError(f"{what}: no stage named {', '.join(sorted(unknown))} in "
+                         f"{plan.name!r} (stages: {', '.join(s.name for s in plan.stages)})")
+
+
 def _stage_dists(plan: Plan, times: Mapping[str, Dist] | Sequence[Dist]) -> list[Dist]:
     if isinstance(times, Mapping):
-        unknown = set(times) - {s.name for s in plan.stages}
-        if unknown:
-            raise ValueError(f"times: no stage named {', '.join(sorted(unknown))} in "
-                             f"{plan.name!r} (stages: {', '.join(s.name for s in plan.stages)})")
+        _check_names(plan, times, "times")
         return [times.get(s.name, Dist("const", 0.0)) for s in plan.stages]
     if len(times) != len(plan.stages):
         raise ValueError(f"times: {len(times)} distributions for {len(plan.stages)} stages")
@@ -329,9 +333,7 @@ def _stage_dists(plan: Plan, times: Mapping[str, Dist] | Sequence[Dist]) -> list
 
 def _stage_flows(plan: Plan, flow: Mapping[str, Flow] | None) -> list[Flow]:
     flow = flow or {}
-    unknown = set(flow) - {s.name for s in plan.stages}
-    if unknown:
-        raise ValueError(f"flow: no stage named {', '.join(sorted(unknown))} in {plan.name!r}")
+    _check_names(plan, flow, "flow")
     return [flow.get(s.name, Flow()) for s in plan.stages]
 
 
@@ -555,7 +557,9 @@ def job_times(plan: Plan, times: str = "", run: RunData | None = None) -> dict[s
     if run is not None:
         measured = times_from_run(run)
         out.update({s.name: measured[s.name] for s in plan.stages if s.name in measured})
-    out.update(parse_times(times))
+    given = parse_times(times)
+    _check_names(plan, given, "--times")
+    out.update(given)
     return out
 
 

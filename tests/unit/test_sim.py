@@ -11,7 +11,16 @@ import pytest
 from streampipe.advisor import advise
 from streampipe.job import JobSpec, StageSpec
 from streampipe.plan import Plan, StagePlan, make_plan
-from streampipe.sim import Dist, Flow, parse_dist, parse_flows, parse_time, parse_times, simulate
+from streampipe.sim import (
+    Dist,
+    Flow,
+    job_times,
+    parse_dist,
+    parse_flows,
+    parse_time,
+    parse_times,
+    simulate,
+)
 
 
 def chain(reps: list[int], cap: int = 8) -> Plan:
@@ -167,6 +176,9 @@ def test_parse_times_and_distributions():
         parse_times("value=gamma(1ms)")
     with pytest.raises(ValueError, match="no stage named nope"):
         simulate(chain([1, 1]), {"nope": Dist("const", 1e-3)}, 10)
+    # the command line's --times: a misspelt stage is named, not reported as "no times given"
+    with pytest.raises(ValueError, match=r"--times: no stage named s9 in 't' \(stages: s0, s1\)"):
+        job_times(chain([1, 1]), "s0=1ms,s9=2ms")
 
 
 def test_thousand_stages_is_fast():
