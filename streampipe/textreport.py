@@ -47,7 +47,12 @@ def _conclusions(doc: dict) -> list[str]:
     if bn.get("stage"):
         lines.append(f"bottleneck: stage {bn['stage']!r} ({bn['reason']})")
     e2e = doc.get("end_to_end")
-    if e2e and e2e["items"]:
+    if e2e and e2e["items"] and not e2e["applicable"]:
+        # one sojourn per source item does not exist: printing L, λ, W would show a residual
+        # that is the shape of the pipeline, not an error of the measurement
+        lines.append("end to end: Little's law not checked (items are forked, joined, dropped "
+                     "or multiplied on the way; the per-stage and per-edge figures hold)")
+    elif e2e and e2e["items"]:
         lines.append(f"end to end: L {e2e['L']:.2f} in flight, λ {e2e['lam']:.1f}/s, W "
                      f"{1e3 * e2e['W']:.1f} ms, |L-λW|/L {e2e['little_residual']:.3f}; "
                      f"throughput saturates at ~{e2e['saturation_in_flight']:.1f} in flight")

@@ -201,3 +201,17 @@ def test_trace_tracks_slices_and_flows():
     ends = {e["id"]: e for e in ev if e["ph"] == "f"}
     assert starts.keys() == ends.keys() and len(starts) == 2 * 10  # two hops per item
     assert all(ends[i]["ts"] >= starts[i]["ts"] and not math.isnan(ends[i]["ts"]) for i in ends)
+
+
+def test_text_report_prints_littles_law_end_to_end_only_where_it_applies():
+    from streampipe.textreport import _conclusions
+
+    e2e = {"items": 100, "applicable": True, "L": 2.0, "lam": 100.0, "W": 0.02,
+           "little_residual": 0.0, "saturation_in_flight": 1.5}
+    doc = {"bottleneck": {}, "pipeline": {}, "advice": [], "stages": [], "end_to_end": e2e}
+    assert any(line.startswith("end to end: L 2.00 in flight") for line in _conclusions(doc))
+    # a graph (or a fan-out): L, λ and W of one sojourn per source item mean nothing there
+    doc["end_to_end"] = dict(e2e, applicable=False, little_residual=0.47)
+    lines = [line for line in _conclusions(doc) if line.startswith("end to end")]
+    assert lines == ["end to end: Little's law not checked (items are forked, joined, dropped "
+                     "or multiplied on the way; the per-stage and per-edge figures hold)"]
