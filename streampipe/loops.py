@@ -187,9 +187,11 @@ class Loop:
             m.enter(prev)
 
     def oldest_row(self) -> int | None:
-        """The first event row an open batch still holds an output of (None: every row's
-        outputs have left)."""
+        """The first event row whose outputs have not all left: held in an open batch, or not
+        put yet during a wait for credit (None: every row's outputs have left)."""
         rows = [r for out in self.outs if (r := out.oldest_row()) is not None]
+        if self.unput_row is not None:
+            rows.append(self.unput_row)
         return min(rows) if rows else None
 
     def _consumed(self, taken: Taken, upto: int) -> tuple | None:

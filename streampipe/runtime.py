@@ -227,11 +227,7 @@ class RankRuntime:
             self.feedback.out.flush()
         if self.inp is not None:
             self.inp.flush_credits()
-        upto = loop.oldest_row() if loop is not None else None
-        unput = loop.unput_row if loop is not None else None
-        if unput is not None:
-            upto = unput if upto is None else min(upto, unput)
-        self.m.settle(upto)
+        self.m.settle(loop.oldest_row() if loop is not None else None)
 
     def _input_progress(self) -> None:
         """An upstream said how far it got: pass it on while this rank waits (its own receivers
