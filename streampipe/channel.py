@@ -302,7 +302,10 @@ class OutPort:
                                            self.credit[j] == cap):
                     self._send(j, now)
         if self.progress:
-            self._tell_progress()
+            # between batches only receivers that have taken in everything sent to them: one
+            # still holding records of ours merges by their heads, and returns its credits
+            # (which makes it starving here) before it waits
+            self._tell_progress(idle_only=True)
 
     def flush(self) -> None:
         """Send every open batch (before this rank waits)."""
@@ -314,13 +317,15 @@ class OutPort:
         if self.progress:
             self._tell_progress()
 
-    def _tell_progress(self) -> None:
+    def _tell_progress(self, idle_only: bool = False) -> None:
         # only receivers with nothing open: a record still waiting for j sits before the mark
         mark = self.mark
         if mark is None:
             return
+        cap = self.capacity
         for j, ob in enumerate(self.open):
-            if ob is None and self.told[j] != mark:
+            if (ob is None and self.told[j] != mark
+                    and (not idle_only or self.credit[j] == cap)):
                 self.told[j] = mark
                 self.t.send(self.dests[j], PROGRESS, self.edge, mark)
 

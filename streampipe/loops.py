@@ -78,6 +78,7 @@ class Loop:
         self.input_names = ([rt.plan.stages[j].name for j in sp.inputs] if sp.join == "merge"
                             else None)
         self.next_key: Any = None  # a source's next key (its progress mark)
+        self.marks = any(out.progress for out in self.outs)  # some receiver reads our marks
         # the segment: items processed and their outputs, not yet handed over
         self.seqs: list[float] = []
         self.starts: list[float] = []
@@ -120,7 +121,7 @@ class Loop:
 
     def set_marks(self) -> None:
         """Give every output port the current mark (the ports send it where it is due)."""
-        if not self.outs or not self.outs[0].progress:
+        if not self.marks:
             return
         mark = self.mark()
         if mark is None:
@@ -139,6 +140,8 @@ class Loop:
         return oldest + self.policy.max_delay - self.pace.value
 
     def starving(self) -> bool:
+        """Some receiver has nothing in flight (the per-item loops read ``out.starving`` of a
+        single output directly: this call costs 0.3 us, a fifth of a tiny item's)."""
         return any(out.starving for out in self.outs)
 
     def handover(self, upto: int | None = None) -> None:
@@ -316,6 +319,7 @@ class Loop:
         seqs_a, starts_a, ends_a = self.seqs.append, self.starts.append, self.ends.append
         key = self.next_key = (seq * stride + offset) * k + s
         done = False
+        one = self.outs[0] if len(self.outs) == 1 else None
         try:
             while not done:
                 m.enter(M.BUSY)
@@ -341,7 +345,7 @@ class Loop:
                     ends_a(t2)
                     t = t2
                     seq += 1
-                    if t2 >= deadline or self.starving():
+                    if t2 >= deadline or (one.starving if one is not None else self.starving()):
                         break
                 self.next_key = None if done else (seq * stride + offset) * k + s
                 rt.item_t0 = None
@@ -419,6 +423,7 @@ class Loop:
         keys, values = b.keys, b.values
         process, ctx = stage.process, stage.ctx
         has_out = bool(self.outs)
+        one = self.outs[0] if len(self.outs) == 1 else None
         special = self.special
         okeys_a, ovals_a = self.okeys.append, self.ovals.append
         seqs_a, starts_a, ends_a = self.seqs.append, self.starts.append, self.ends.append
@@ -452,7 +457,8 @@ class Loop:
                 starts_a(t)
                 ends_a(t2)
                 t = t2
-                if t2 >= deadline or (has_out and self.starving()):
+                if t2 >= deadline or (has_out and (one.starving if one is not None
+                                                   else self.starving())):
                     self.handover(i + 1)
                     t = perf()
                     deadline = self.deadline(t)

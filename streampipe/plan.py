@@ -171,6 +171,26 @@ class Plan:
         st = self.stages[i]
         return self.ordered and st.feedback_to is not None and st.replicas == 1
 
+    def reads_marks(self, checkpoint: bool = False) -> list[bool]:
+        """Per stage: whether the ranks sending to it tell it how far they have got (progress
+        marks). An ordered stage needs them where it merges several sending ranks by position
+        (after replicas, at a join), where it checkpoints (the sink's high-water mark), where it
+        sends feedback watermarks, and where a stage it feeds needs its marks (it can only say
+        how far it has got when its own senders do). Elsewhere a mark is a message nobody reads:
+        one per batch on every edge of a plain chain."""
+        need = [False] * len(self.stages)
+        if not self.ordered:
+            return need
+        order = Graph(tuple(s.name for s in self.stages),
+                      tuple(tuple(e.src for e in self.edges_into(s.index))
+                            for s in self.stages)).order()
+        for i in reversed(order):  # every stage after the stages it feeds
+            st = self.stages[i]
+            need[i] = (self.merge_kind(i) == "heads" or self.sends_watermark(i)
+                       or (checkpoint and st.kind == "sink")
+                       or any(need[e.dst] for e in self.edges_out_of(i)))
+        return need
+
     def role(self, rank: int) -> Role:
         st = self.stage_of(rank)
         rep, grank = next((i, g.index(rank)) for i, g in enumerate(st.groups) if rank in g)

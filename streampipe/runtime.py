@@ -152,11 +152,12 @@ class RankRuntime:
                               on_arrival=None if sp.join == "zip" else m.arrived,
                               join=sp.join is not None)
             self.inp.on_progress = self._input_progress
+        marks = plan.reads_marks(self.spec.checkpoint)
         for e, dests in role.outputs:
             nxt = plan.stages[plan.edges[e].dst]
             self.outs.append(OutPort(t, data_edge(e), dests, nxt.capacity, plan.batch,
                                      m.edge(nxt.name), max_delay=self.max_delay,
-                                     on_sent=m.sent, progress=plan.ordered,
+                                     on_sent=m.sent, progress=marks[nxt.index],
                                      route=self._route(nxt)))
         fb_out = fb_in = None
         if role.feedback_out:

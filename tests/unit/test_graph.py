@@ -115,6 +115,27 @@ def test_a_linear_job_is_a_chain_with_one_edge_per_stage():
     assert "graph:" not in plan.format()
 
 
+@pytest.mark.parametrize("stages,pipeline,checkpoint,want", [
+    # a plain ordered chain: every receiver has one sender, whose records arrive in order
+    ([S("src", "Numbers"), S("a", "Square"), S("out", "Collect")], {}, False,
+     [False, False, False]),
+    # the sink merges 2 replicas by position; "a" can only say how far it got if src says so
+    ([S("src", "Numbers"), S("a", "Square", replicas=2), S("out", "Collect")], {}, False,
+     [True, True, True]),
+    # ... but not once the pipeline is unordered (arrival order)
+    ([S("src", "Numbers"), S("a", "Square", replicas=2), S("out", "Collect")],
+     {"ordered": False}, False, [False, False, False]),
+    # a checkpointing sink needs its input's position for the high-water mark
+    ([S("src", "Numbers"), S("a", "Square"), S("out", "Collect")], {}, True,
+     [True, True, True]),
+    # a join merges its inputs by position; the sink after it has one sender and reads none
+    (FORK_JOIN, {}, False, [True, True, True, True, False]),
+])
+def test_progress_marks_go_only_where_a_stage_reads_them(stages, pipeline, checkpoint, want):
+    plan = make_plan(parse_job(job(*stages, **pipeline), check_imports=False))
+    assert plan.reads_marks(checkpoint) == want
+
+
 # ----------------------------------------------------------------------------- one process
 def test_fork_then_merge_join_gives_each_item_from_each_branch_in_input_order():
     got = run_serial(parse_job(job(*FORK_JOIN)))
