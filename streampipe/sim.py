@@ -51,7 +51,7 @@ import numpy as np
 from . import runfile
 from .events import SEQ, T_END, T_RECV, T_SENT, T_START, as_events, empty, on_wall
 from .plan import Plan, StagePlan
-from .simgraph import run_graph
+from .simgraph import Totals, run_graph
 from .summary import StageRow, pipeline_rate, rows
 
 __all__ = ["Dist", "Flow", "SimResult", "parse_time", "parse_dist", "parse_times", "parse_flows",
@@ -480,8 +480,8 @@ def simulate(plan: Plan, times: Mapping[str, Dist] | Sequence[Dist], n_items: in
             n = len(arrivals)
     outs = [int(_out_counts(int(counts[k]), flows[k].ratio).sum()) if k + 1 < ns
             else int(counts[k]) for k in range(ns)]
-    return _result(plan, n_items, counts, outs, busy, blocked, sojourn, wait, t_first, t_last,
-                   events)
+    return _result(plan, n_items, Totals(counts, busy, blocked, sojourn, wait, t_first, t_last,
+                                         events), outs)
 
 
 def _simulate_graph(plan: Plan, dists: list[Dist], flows: list[Flow], n_items: int,
@@ -497,14 +497,14 @@ def _simulate_graph(plan: Plan, dists: list[Dist], flows: list[Flow], n_items: i
                              "(fan-out, drops and finish() outputs are modelled on linear "
                              "pipelines only)")
     g = run_graph(plan.stages, dists, n_items, rng, chunk, latency, keep)
-    return _result(plan, n_items, g.counts, [int(c) for c in g.counts], g.busy, g.blocked,
-                   g.sojourn, g.wait, g.t_first, g.t_last, g.events)
+    return _result(plan, n_items, g, [int(c) for c in g.counts])
 
 
-def _result(plan: Plan, n_items: int, counts: np.ndarray, outs: Sequence[int], busy: np.ndarray,
-            blocked: np.ndarray, sojourn: np.ndarray, wait: np.ndarray, t_first: np.ndarray,
-            t_last: np.ndarray, events: dict[str, np.ndarray]) -> SimResult:
-    """The report's per-stage rows from a simulation's per-stage totals."""
+def _result(plan: Plan, n_items: int, tot: Totals, outs: Sequence[int]) -> SimResult:
+    """The report's per-stage rows from a simulation's per-stage totals (``outs``: the items
+    each stage passed on)."""
+    counts, busy, blocked, sojourn = tot.counts, tot.busy, tot.blocked, tot.sojourn
+    wait, t_first, t_last = tot.wait, tot.t_first, tot.t_last
     makespan = float(t_last.max())
     summary = {}
     for k, s in enumerate(plan.stages):
@@ -525,7 +525,7 @@ def _result(plan: Plan, n_items: int, counts: np.ndarray, outs: Sequence[int], b
             L=lam * W, lam=lam, W=W, queue_W=float(wait[k]) / per,
             queue_L=lam * float(wait[k]) / per, busy=b, starved=max(0.0, 1.0 - b - bl),
             blocked=bl)
-    return SimResult(summary, makespan, n_items, events)
+    return SimResult(summary, makespan, n_items, tot.events)
 
 
 def format_result(res: SimResult, title: str) -> str:

@@ -34,12 +34,12 @@ import numpy as np
 
 from .graph import Graph
 
-__all__ = ["GraphRun", "per_round", "run_graph"]
+__all__ = ["Totals", "per_round", "run_graph"]
 
 
 @dataclass
-class GraphRun:
-    """Per-stage totals of a simulated graph run (the chain's ``_Chain`` fields)."""
+class Totals:
+    """Per-stage totals of a simulated run, chain or graph (what the summary rows are made of)."""
 
     counts: np.ndarray  # items each stage saw
     busy: np.ndarray
@@ -71,7 +71,7 @@ def per_round(stages: Sequence[Any]) -> list[int]:
 
 
 def run_graph(stages: Sequence[Any], dists: Sequence[Any], n: int, rng: np.random.Generator,
-              chunk: int, latency: float, keep: bool) -> GraphRun:
+              chunk: int, latency: float, keep: bool) -> Totals:
     """Simulate ``n`` rounds of the graph ``stages`` (StagePlans with ``inputs``/``join``)."""
     ns = len(stages)
     order = _order(stages)
@@ -150,4 +150,4 @@ def run_graph(stages: Sequence[Any], dists: Sequence[Any], n: int, rng: np.rando
                 D[k] = out
     counts = np.array([n * x for x in m], dtype=np.int64)
     events = {stages[k].name: ev[k] for k in range(ns)} if ev is not None else {}
-    return GraphRun(counts, busy, blocked, sojourn, wait, t_first, t_last, events)
+    return Totals(counts, busy, blocked, sojourn, wait, t_first, t_last, events)
