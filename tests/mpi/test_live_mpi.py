@@ -43,13 +43,18 @@ def test_live_records_follow_the_run(tmp_path):
     recs = got[:-1]
     assert len(recs) >= 2 and all(b["t"] > a["t"] for a, b in zip(recs, recs[1:], strict=False))
     # the whole seconds (not the first, which includes start-up, nor the partial last one):
-    # the 4 ms stage is busy and the bottleneck; it passes 1 / 4 ms = 250 items/s, less the
-    # sleep's overshoot (up to ~0.5 ms a call on this loaded machine: 12%), never more
+    # the 4 ms stage is busy and the bottleneck, and it passes busy / service items/s. A sleep
+    # never ends early, so that is at most busy / 4 ms; how late it ends depends on the load
+    # (CI saw 5.5 ms a call), so the lower side is checked against the service time this run
+    # measured: a second's mean sits within 1% of the run's here, even beside two CPU hogs;
+    # 25% leaves room for a burst of load inside one second
+    service = read(str(out))["summary"]["slow"]["service"]
     whole = recs[1:-1] or recs[:1]
     for r in whole:
         slow = r["stages"]["slow"]
         assert r["bottleneck"] == "slow" and slow["busy"] > 0.8
-        assert 0.7 * 250 <= slow["rate"] <= 250 * 1.02
+        assert slow["rate"] <= slow["busy"] / 0.004 * 1.02
+        assert 0.75 <= slow["rate"] * service / slow["busy"] <= 1.25
         assert r["stages"]["collect"]["starved"] > 0.5
     # cumulative counts never go down and never pass N
     for name in ("numbers", "slow", "collect"):
