@@ -80,11 +80,14 @@ def _toml_value(v: Any) -> str:
     raise TypeError(f"cannot write {type(v).__name__} to TOML")
 
 
-def stage(name: str, uses: str = "Work", replicas: int = 1, **params: Any) -> dict[str, Any]:
-    """One ``[[stages]]`` entry; ``uses`` without a module means ``benchmarks.stages``."""
+def stage(name: str, uses: str = "Work", replicas: int = 1, fields: dict[str, Any] | None = None,
+          **params: Any) -> dict[str, Any]:
+    """One ``[[stages]]`` entry; ``uses`` without a module means ``benchmarks.stages``;
+    ``fields``: more stage fields (``route``, ``key``, ...)."""
     if ":" not in uses:
         uses = f"benchmarks.stages:{uses}"
-    return {"name": name, "uses": uses, "replicas": replicas, "params": params}
+    return {"name": name, "uses": uses, "replicas": replicas, "params": params,
+            "fields": dict(fields or {})}
 
 
 def job_toml(stages: list[dict[str, Any]], name: str = "bench", **pipeline: Any) -> str:
@@ -94,6 +97,7 @@ def job_toml(stages: list[dict[str, Any]], name: str = "bench", **pipeline: Any)
     for st in stages:
         lines += ["", "[[stages]]", f"name = {json.dumps(st['name'])}",
                   f"uses = {json.dumps(st['uses'])}", f"replicas = {st['replicas']}"]
+        lines += [f"{k} = {_toml_value(v)}" for k, v in st.get("fields", {}).items()]
         if st["params"]:
             lines.append("[stages.params]")
             lines += [f"{k} = {_toml_value(v)}" for k, v in st["params"].items()]

@@ -85,14 +85,16 @@ class _Open:
 
 class OutPort:
     """Sender side of one edge to the root ranks of the next stage: each record to one of them
-    (the one with credit, or ``route(key, value)``: its index, for routing by key), or to all
-    (``broadcast``)."""
+    (the one with credit, or, routing by key, receiver ``route(key, value) % receivers``), or
+    to all (``broadcast``). ``buckets`` (a list, with ``route``): each record put adds 1 at
+    ``route(key, value) % len(buckets)`` (the key distribution the simulator replays)."""
 
     def __init__(self, transport: Transport, edge: int, dests: tuple[int, ...], capacity: int,
                  batch: int, level: Level, broadcast: bool = False, *, max_delay: float = 1e-3,
                  on_sent: Callable[[list[Rows], float], None] | None = None,
                  progress: bool = False,
-                 route: Callable[[tuple, Any], int] | None = None) -> None:
+                 route: Callable[[tuple, Any], int] | None = None,
+                 buckets: list[int] | None = None) -> None:
         self.t = transport
         self.edge = edge
         self.dests = dests
@@ -119,6 +121,7 @@ class OutPort:
         self._cur = 0
         self._rr = 0
         self.route = route
+        self.buckets = buckets
         # progress marks for receivers that merge by position: the stage's own mark (nothing it
         # puts later sits before it; set by the runtime) and the last one each receiver was told
         self.progress = progress
@@ -153,7 +156,7 @@ class OutPort:
         """Whether this record can be put now."""
         if self.route is None:
             return self.has_credit(may_carry_buffers(value))
-        j = self.route(key, value)
+        j = self.route(key, value) % len(self.dests)
         ob = self.open[j]
         return fits(self.credit[j], -1 if ob is None else ob.maybe, may_carry_buffers(value))
 
@@ -214,6 +217,7 @@ class OutPort:
         n = len(keys)
         now = time.perf_counter()
         i = 0
+        hashes: list[int] = []  # routing hashes of records 0.., each computed once per call
         while i < n:
             for j, ob in enumerate(self.open):
                 # a receiver's pace came in after its batch was opened: that batch is full now
@@ -230,7 +234,7 @@ class OutPort:
                         self._send(j, now)
             else:
                 if self.route is not None:
-                    j, n_same = self._routed(keys, values, i, n)
+                    j, n_same = self._routed(keys, values, hashes, i, n)
                 else:
                     j, n_same = self._target(values[i]), n
                 if j is None:
@@ -245,15 +249,28 @@ class OutPort:
             i = e
         if i:
             self.level.add(i * (len(self.dests) if self.broadcast else 1), now)
+            b = self.buckets
+            if b is not None:  # the records put, not those left for a later call
+                nb = len(b)
+                for h in hashes[:i]:
+                    b[h % nb] += 1
         return i
 
-    def _routed(self, keys: Sequence[tuple], values: Sequence[Any], i: int,
+    def _routed(self, keys: Sequence[tuple], values: Sequence[Any], hashes: list[int], i: int,
                 n: int) -> tuple[int, int]:
-        """The receiver of record ``i`` by key, and where its run of records for it ends."""
-        route = self.route
-        j = route(keys[i], values[i])
+        """The receiver of record ``i`` by key, and where its run of records for it ends (no
+        further than its batch can take: records past that are hashed in a later call)."""
+        route, nd = self.route, len(self.dests)
+        if len(hashes) == i:
+            hashes.append(route(keys[i], values[i]))
+        j = hashes[i] % nd
+        ob = self.open[j]
+        lim = min(n, i + max(self.limit[j] - (0 if ob is None else len(ob.keys)), 1))
+        h = len(hashes)
+        if h < lim:  # records past this run's end are not lost: the next run starts there
+            hashes.extend(map(route, keys[h:lim], values[h:lim]))
         e = i + 1
-        while e < n and route(keys[e], values[e]) == j:
+        while e < lim and hashes[e] % nd == j:
             e += 1
         return j, e
 

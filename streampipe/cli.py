@@ -15,7 +15,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from . import config, launch, live, runfile, sim
+from . import config, keyshare, launch, live, runfile, sim
 from .advisor import advise
 from .faults import parse_inject
 from .job import JobError, load_job
@@ -273,7 +273,12 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     if lat:
         print(f"latency per hop: {1e3 * lat:.3f} ms" + (" (median in the run file)"
                                                         if run and not args.latency else ""))
-    res = sim.simulate(plan, times, n, latency=lat, flow=flow)
+    keys = sim.job_keys(plan, run)
+    for name, counts in keys.items():
+        print(f"key distribution of {name!r} (from the run): {sum(counts.values())} items in "
+              f"{len(counts)} of {keyshare.BUCKETS} buckets, the fullest holds "
+              f"{100 * keyshare.hottest(counts):.1f}%")
+    res = sim.simulate(plan, times, n, latency=lat, flow=flow, keys=keys)
     print(sim.format_result(res, f"simulated {plan.name!r} ({plan.size} ranks)"))
     if run:
         real = pipeline_rate(summary_rows(run["summary"]))
@@ -281,5 +286,5 @@ def cmd_simulate(args: argparse.Namespace) -> int:
               f"(ratio {res.throughput / real:.3f})")
     if args.advise:
         print()
-        print(advise(spec, times, args.advise, n_items=min(n, 2000)).format())
+        print(advise(spec, times, args.advise, n_items=min(n, 2000), keys=keys).format())
     return 0

@@ -15,7 +15,7 @@ import sys
 import time
 from typing import Any
 
-from . import runfile
+from . import keyshare, runfile
 from .report import reduce_events, summarize
 from .textreport import short_text
 
@@ -71,7 +71,8 @@ def finish_run(spec: Any, plan: Any, opts: Any, ranks: list[dict | None], status
     if opts.out:
         meta = run_meta(spec, plan, ranks, status, error, result)
         runfile.write(opts.out, meta, ranks, {k: r.to_dict() for k, r in summary.items()},
-                      series=live.series() if live is not None else None)
+                      series=live.series() if live is not None else None,
+                      keys=keyshare.merge(ranks), modulus=keyshare.BUCKETS)
     if live is not None:
         live.end(status, time.time())
     if status == "ok" and opts.report and not opts.quiet:

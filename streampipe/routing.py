@@ -15,7 +15,11 @@ from typing import Any
 
 import numpy
 
-__all__ = ["fits", "choose", "key_replica"]
+__all__ = ["fits", "choose", "key_hash", "key_replica", "BUCKETS"]
+
+# a key-routing sender counts its records per ``key_hash % BUCKETS``: 2520 = lcm(1..10), so
+# the share of every replica ``key_hash % r`` follows from the buckets for any r dividing it
+BUCKETS = 2520
 
 
 def fits(credit: int, open_maybe: int, maybe: bool) -> bool:
@@ -74,12 +78,17 @@ def _encode(key: Any, out: list[bytes]) -> None:
                             f"tuple of those, got {t.__name__} {key!r}")
 
 
+def key_hash(key: Any) -> int:
+    """``crc32`` of the encoding of routing key ``key`` (see :func:`key_replica`)."""
+    parts: list[bytes] = []
+    _encode(key, parts)
+    return zlib.crc32(b"".join(parts))
+
+
 def key_replica(key: Any, replicas: int) -> int:
     """The replica that gets every item with routing key ``key`` (``route = "key"``):
     ``crc32(encoding of key) % replicas``, where the encoding is a type letter and the text of
     an int (``b"i42"``), a float (``repr``), a str (UTF-8), bytes, bool or None, and a tuple is
     ``b"(<n>,<item>,...)"``. The same key goes to the same replica in every run, on every host,
     with every Python version (unlike ``hash``)."""
-    parts: list[bytes] = []
-    _encode(key, parts)
-    return zlib.crc32(b"".join(parts)) % replicas
+    return key_hash(key) % replicas

@@ -10,6 +10,9 @@ Layout (attributes in brackets)::
     /summary/{stage}  [items, throughput, busy, starved, blocked, transfer, io, other, L, lam, W,
                        little_residual, ...]   (a streampipe.summary.StageRow)
     /live/{series}    per-second series of the live view (time, per stage items and time split)
+    /keys/{stage}     bucket, count (int64 arrays: the items sent to a route = "key" stage per
+                      bucket key_hash % modulus, summed over its senders; only non-zero
+                      buckets) [modulus = 2520]; absent in files written before it existed
 
 A rank may instead write its own record to ``RUN.h5.ranks/rank-NNNNN.h5`` (same layout at the
 shard's root); ``/ranks/{r}`` is then an external link to it, relative to the run file's
@@ -122,12 +125,14 @@ def write_shard(path: str, rank: int, d: dict[str, Any]) -> Path:
 
 
 def write(path: str, meta: dict[str, Any], ranks: list[dict | None],
-          summary: dict[str, dict], series: dict[str, Any] | None = None) -> None:
+          summary: dict[str, dict], series: dict[str, Any] | None = None,
+          keys: dict[str, dict[int, int]] | None = None, modulus: int | None = None) -> None:
     """Write a run file atomically (a reader never sees half a file).
 
     A rank whose shard exists (:func:`write_shard`) is linked (an HDF5 external link, relative to
     the run file's folder), else its record in ``ranks`` is stored in the file itself; a rank
-    with neither is missing. ``series`` (name -> equal-length arrays) goes to ``/live``.
+    with neither is missing. ``series`` (name -> equal-length arrays) goes to ``/live``,
+    ``keys`` (stage -> {bucket: items}, buckets ``hash % modulus``) to ``/keys``.
     """
     import h5py
 
@@ -152,6 +157,13 @@ def write(path: str, meta: dict[str, Any], ranks: list[dict | None],
             lg = f.create_group("live", track_order=True)
             for k, v in series.items():
                 lg.create_dataset(k, data=np.asarray(v))
+        if keys:
+            kg = f.create_group("keys", track_order=True)
+            for stage, counts in keys.items():
+                st = kg.create_group(stage)
+                st.attrs["modulus"] = modulus
+                st.create_dataset("bucket", data=np.array(list(counts), dtype=np.int64))
+                st.create_dataset("count", data=np.array(list(counts.values()), dtype=np.int64))
     os.replace(tmp, p)
 
 
@@ -171,7 +183,8 @@ def _attrs(obj: Any) -> dict[str, Any]:
 
 def read(path: str) -> dict[str, Any]:
     """Read a run file (and its rank shards) back into plain data: ``{"meta", "ranks",
-    "summary", "live"}``. Shards are looked up beside the run file, wherever it was copied to."""
+    "summary", "live", "keys"}`` (``keys``: stage -> {bucket: items}, {} when the file has
+    none). Shards are looked up beside the run file, wherever it was copied to."""
     import h5py
 
     try:
@@ -200,10 +213,12 @@ def read(path: str) -> dict[str, Any]:
             ranks[r] = d
         summary = {k: _attrs(v) for k, v in f["summary"].items()}
         live = {k: v[()] for k, v in f["live"].items()} if "live" in f else {}
+        keys = {k: dict(zip(v["bucket"][()].tolist(), v["count"][()].tolist(), strict=True))
+                for k, v in f["keys"].items()} if "keys" in f else {}
     # stage order (files before track_order list their groups alphabetically)
     order = {s["name"]: i for i, s in enumerate(meta.get("plan", {}).get("stages", []))}
     summary = dict(sorted(summary.items(), key=lambda kv: order.get(kv[0], len(order))))
-    return {"meta": meta, "ranks": ranks, "summary": summary, "live": live}
+    return {"meta": meta, "ranks": ranks, "summary": summary, "live": live, "keys": keys}
 
 
 def versions() -> dict[str, str]:

@@ -30,11 +30,12 @@ from .feedback import Feedback
 from .finish import finish_run, rank_record
 from .gpu import gpu_node_rank, record_gpu_memory, resolve_device, wire_hooks
 from .job import JobSpec, instantiate, resolve_uses
+from .keyshare import sparse
 from .live import LiveCollector, LiveSender, live_path
 from .loops import Loop
 from .plan import Plan, Role, make_plan
 from .resume import Checkpointer
-from .routing import key_replica
+from .routing import BUCKETS, key_hash
 from .stage import Context, Sink, Source
 from .staging import Staging
 from .startup import stamp, stamps
@@ -118,6 +119,8 @@ class RankRuntime:
         self.t.register(GROUP, lambda src, kind, payload: self.control.append(payload))
         self.inp: InPort | None = None
         self.outs: list[OutPort] = []
+        # items sent per key bucket, per receiving stage routed by key (docs/graphs.md)
+        self.key_buckets: dict[str, list[int]] = {}
         # the state of the wait this rank is in (None: not waiting); an upstream's progress mark
         # that arrives during any wait is passed on (see _input_progress)
         self.waiting: int | None = None
@@ -155,10 +158,12 @@ class RankRuntime:
         marks = plan.reads_marks(self.spec.checkpoint)
         for e, dests in role.outputs:
             nxt = plan.stages[plan.edges[e].dst]
+            buckets = (self.key_buckets.setdefault(nxt.name, [0] * BUCKETS)
+                       if nxt.route == "key" else None)
             self.outs.append(OutPort(t, data_edge(e), dests, nxt.capacity, plan.batch,
                                      m.edge(nxt.name), max_delay=self.max_delay,
                                      on_sent=m.sent, progress=marks[nxt.index],
-                                     route=self._route(nxt)))
+                                     route=self._route(nxt), buckets=buckets))
         fb_out = fb_in = None
         if role.feedback_out:
             target = plan.stages[sp.feedback_to]
@@ -174,18 +179,17 @@ class RankRuntime:
                                      self.opts.feedback_timeout, self.wait)
 
     def _route(self, st: Any) -> Any:
-        """``route(key, value) -> replica index`` into stage ``st`` (None: by credit)."""
-        n = st.replicas
-        if n == 1:
-            return None
+        """``route(key, value) -> routing hash`` into stage ``st``, whose replica is the hash
+        modulo its replicas (None: by credit). A key-routed stage gets one even with a single
+        replica: its sender counts the key buckets (what the simulator replays at any count)."""
         if st.route == "key":
             fn = self.spec.stages[st.index].key
             if not callable(fn):
                 sspec = self.spec.stages[st.index]
                 fn = resolve_uses(fn, f"stages[{st.index}].key", base=sspec.base or self.spec.path)
-            return lambda key, value: key_replica(fn(value), n)
-        if st.join == "zip":  # the records of one source item must meet on one replica
-            return lambda key, value: key_replica(key[0], n)
+            return lambda key, value: key_hash(fn(value))
+        if st.join == "zip" and st.replicas > 1:  # a source item's records meet on one replica
+            return lambda key, value: key_hash(key[0])
         return None
 
     def _make_stage(self) -> Any:
@@ -402,6 +406,8 @@ class RankRuntime:
                  cpus=os.cpu_count() or 0, bytes_sent=t.bytes_sent,
                  bytes_received=t.bytes_received, messages_sent=t.messages_sent,
                  messages_received=t.messages_received, startup=stamps())
+        if self.key_buckets:
+            d["key_buckets"] = {k: sparse(v) for k, v in self.key_buckets.items()}
         return d
 
 

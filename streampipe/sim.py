@@ -48,15 +48,15 @@ from typing import Any
 
 import numpy as np
 
-from . import runfile
+from . import keyshare, runfile
 from .events import SEQ, T_END, T_RECV, T_SENT, T_START, as_events, empty, on_wall
 from .plan import Plan, StagePlan
-from .simgraph import Totals, run_graph
+from .simgraph import Totals, per_round, run_graph
 from .summary import StageRow, pipeline_rate, rows
 
 __all__ = ["Dist", "Flow", "SimResult", "parse_time", "parse_dist", "parse_times", "parse_flows",
            "times_from_run", "flows_from_run", "latency_from_run", "simulate", "pipeline_rate",
-           "format_result", "job_times", "job_flows"]
+           "format_result", "job_times", "job_flows", "keys_from_run", "job_keys"]
 
 UNITS = {"s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "ns": 1e-9}
 KINDS = ("const", "normal", "lognormal", "exp", "empirical", "trace")
@@ -309,6 +309,8 @@ class SimResult:
     makespan: float
     items: int
     events: dict[str, np.ndarray] = field(default_factory=dict)  # stage -> (n, 5) like a run
+    # key-routed replicated stages simulated without their key distribution, and why
+    even: dict[str, str] = field(default_factory=dict)
 
     @property
     def throughput(self) -> float:
@@ -362,10 +364,12 @@ class _Chain:
 
 def _run_chain(stages: Sequence[Any], dists: Sequence[Dist], n: int, rng: np.random.Generator,
                chunk: int, latency: float, keep: bool,
-               arrivals: np.ndarray | None = None) -> _Chain:
+               arrivals: np.ndarray | None = None,
+               assign: Sequence[np.ndarray | None] | None = None) -> _Chain:
     """The max-plus recurrence over a run of 1:1 stages. ``arrivals`` (per item, or None for a
     source at the head) is when each item reaches the first stage; nothing after the last stage
-    holds it back (the caller cuts chains only where the item count changes)."""
+    holds it back (the caller cuts chains only where the item count changes). ``assign[k]``:
+    the replica of each item at a key-routed stage ``k`` (else the first free one)."""
     ns = len(stages)
     reps = np.array([s.replicas for s in stages])
     roff = np.concatenate([[0], np.cumsum(reps)[:-1]])  # first server slot of each stage
@@ -378,7 +382,10 @@ def _run_chain(stages: Sequence[Any], dists: Sequence[Dist], n: int, rng: np.ran
     ring_base = np.repeat(boff, reps) + np.concatenate([np.arange(r) * b for r, b in
                                                         zip(reps, bound, strict=True)])
     bound_of = np.repeat(bound, reps)
-    multi = [(k, int(roff[k]), int(reps[k])) for k in range(ns) if reps[k] > 1]
+    multi = [(k, int(roff[k]), int(reps[k])) for k in range(ns) if reps[k] > 1
+             and (assign is None or assign[k] is None)]
+    keyed = [(k, int(roff[k]), assign[k]) for k in range(ns)
+             if assign is not None and assign[k] is not None and reps[k] > 1]
     idx = roff.copy()
     busy, blocked = np.zeros(ns), np.zeros(ns)
     sojourn = np.zeros(ns)  # start -> sent: what the runtime's W measures
@@ -398,6 +405,8 @@ def _run_chain(stages: Sequence[Any], dists: Sequence[Dist], n: int, rng: np.ran
             t = T[j]
             for k, o, r in multi:  # the replica that becomes free first
                 idx[k] = o + int(np.argmin(free[o:o + r]))
+            for k, o, a in keyed:  # routed by key: the measured share
+                idx[k] = o + int(a[i])
             F = free[idx]
             cnt = count[idx]
             pos = ring_base[idx] + cnt % bound_of[idx]
@@ -427,25 +436,59 @@ def _run_chain(stages: Sequence[Any], dists: Sequence[Dist], n: int, rng: np.ran
     return _Chain(busy, blocked, sojourn, wait, t_first, t_last, ev, end_last, sent_last)
 
 
+def _key_weights(plan: Plan, keys: Mapping[str, Mapping[int, int]] | None
+                 ) -> tuple[list[np.ndarray | None], dict[str, str]]:
+    """Per stage, its replicas' measured item counts (key-routed, replicated, known); and the
+    key-routed replicated stages without them, with the reason."""
+    keys = keys or {}
+    _check_names(plan, keys, "keys")
+    weights: list[np.ndarray | None] = []
+    even: dict[str, str] = {}
+    for s in plan.stages:
+        w = keyshare.counts_for(keys, s.name, s.route, s.replicas)
+        weights.append(w)
+        if w is None and s.route == "key" and s.replicas > 1:
+            even[s.name] = ("no key counts" if not keys.get(s.name) else
+                            f"{s.replicas} replicas do not divide {keyshare.BUCKETS}")
+    return weights, even
+
+
+def _assign(weights: Sequence[np.ndarray | None], counts: Sequence[int]
+            ) -> list[np.ndarray | None] | None:
+    """Each key-routed stage's replica per item, for ``counts[k]`` items at stage ``k``."""
+    if all(w is None for w in weights):
+        return None
+    return [None if w is None else keyshare.assign(w, int(c))
+            for w, c in zip(weights, counts, strict=True)]
+
+
 def simulate(plan: Plan, times: Mapping[str, Dist] | Sequence[Dist], n_items: int = 1000,
              seed: int = 0, keep_events: bool | None = None, chunk: int = 512,
-             latency: float = 0.0, flow: Mapping[str, Flow] | None = None) -> SimResult:
+             latency: float = 0.0, flow: Mapping[str, Flow] | None = None,
+             keys: Mapping[str, Mapping[int, int]] | None = None) -> SimResult:
     """Simulate ``n_items`` source items through ``plan``; see the module docstring.
 
     ``keep_events`` (default: when stages x items <= 2e6) keeps per-item
     (seq, t_recv, t_start, t_end, t_sent) arrays per stage, as a run file has. ``latency`` is
     added to every hop between stages (message delivery, batching). ``flow`` gives stages that
-    fan out, drop or emit from ``finish()`` (:class:`Flow`; :func:`flows_from_run`).
+    fan out, drop or emit from ``finish()`` (:class:`Flow`; :func:`flows_from_run`). ``keys``
+    gives the key distribution of ``route = "key"`` stages (stage -> {bucket: items};
+    :func:`keys_from_run`): their items reach the replicas in the measured proportions; a
+    key-routed stage without it is simulated as if its keys spread evenly
+    (:attr:`SimResult.even` names those).
     """
     if n_items < 1:
         raise ValueError(f"items: must be >= 1, got {n_items}")
     dists = _stage_dists(plan, times)
     flows = _stage_flows(plan, flow)
+    weights, even = _key_weights(plan, keys)
     ns = len(plan.stages)
     keep = keep_events if keep_events is not None else ns * n_items <= 2_000_000
     rng = np.random.default_rng(seed)
     if not plan.is_chain:
-        return _simulate_graph(plan, dists, flows, n_items, rng, chunk, latency, keep)
+        res = _simulate_graph(plan, dists, flows, n_items, rng, chunk, latency, keep, weights)
+        res.even = even
+        return res
     # cut the pipeline after every stage that changes the item count: each piece is 1:1
     cuts = [k + 1 for k in range(ns - 1) if flows[k].changes]
     counts = np.zeros(ns, dtype=np.int64)
@@ -457,7 +500,8 @@ def simulate(plan: Plan, times: Mapping[str, Dist] | Sequence[Dist], n_items: in
         counts[a:b] = n
         if n == 0:  # everything dropped upstream: these stages see nothing
             continue
-        ch = _run_chain(plan.stages[a:b], dists[a:b], n, rng, chunk, latency, keep, arrivals)
+        ch = _run_chain(plan.stages[a:b], dists[a:b], n, rng, chunk, latency, keep, arrivals,
+                        _assign(weights[a:b], [n] * (b - a)))
         for tot, part in ((busy, ch.busy), (blocked, ch.blocked), (sojourn, ch.sojourn),
                           (wait, ch.wait), (t_first, ch.t_first), (t_last, ch.t_last)):
             tot[a:b] = part
@@ -480,13 +524,15 @@ def simulate(plan: Plan, times: Mapping[str, Dist] | Sequence[Dist], n_items: in
             n = len(arrivals)
     outs = [int(_out_counts(int(counts[k]), flows[k].ratio).sum()) if k + 1 < ns
             else int(counts[k]) for k in range(ns)]
-    return _result(plan, n_items, Totals(counts, busy, blocked, sojourn, wait, t_first, t_last,
-                                         events), outs)
+    res = _result(plan, n_items, Totals(counts, busy, blocked, sojourn, wait, t_first, t_last,
+                                        events), outs)
+    res.even = even
+    return res
 
 
 def _simulate_graph(plan: Plan, dists: list[Dist], flows: list[Flow], n_items: int,
                     rng: np.random.Generator, chunk: int, latency: float,
-                    keep: bool) -> SimResult:
+                    keep: bool, weights: Sequence[np.ndarray | None]) -> SimResult:
     """A plan with forks or joins: :func:`streampipe.simgraph.run_graph`, one round per source
     item. Its stages pass items on 1:1 (a merge join's extra items come from its inputs)."""
     feeds = {e.src for e in plan.edges}
@@ -496,7 +542,8 @@ def _simulate_graph(plan: Plan, dists: list[Dist], flows: list[Flow], n_items: i
                              "graph simulator models stages that pass items on one for one "
                              "(fan-out, drops and finish() outputs are modelled on linear "
                              "pipelines only)")
-    g = run_graph(plan.stages, dists, n_items, rng, chunk, latency, keep)
+    assign = _assign(weights, [n_items * m for m in per_round(plan.stages)])
+    g = run_graph(plan.stages, dists, n_items, rng, chunk, latency, keep, assign)
     return _result(plan, n_items, g, [int(c) for c in g.counts])
 
 
@@ -548,6 +595,9 @@ def format_result(res: SimResult, title: str) -> str:
     lines.append(f"bottleneck: stage {slow!r} ({1e3 * per[slow]:.3g} ms per source item, "
                  f"bound {1 / per[slow] if per[slow] > 0 else float('inf'):.1f} source items/s, "
                  f"busy {100 * res.summary[slow].busy:.0f}% per replica)")
+    if res.even:
+        lines.append("key-routed, simulated as if the keys spread evenly over the replicas: "
+                     + ", ".join(f"{k} ({why})" for k, why in res.even.items()))
     return "\n".join(lines)
 
 
@@ -572,3 +622,19 @@ def job_flows(plan: Plan, times: str = "", run: RunData | None = None) -> dict[s
         out.update({s.name: measured[s.name] for s in plan.stages if s.name in measured})
     out.update(parse_flows(times))
     return out
+
+
+def keys_from_run(run: str | RunData) -> dict[str, dict[int, int]]:
+    """The key distribution a run measured: per ``route = "key"`` stage, items per bucket
+    ``key_hash % 2520`` summed over its senders (``/keys`` of the run file; {} for a run file
+    written before it was recorded)."""
+    return {k: dict(v) for k, v in (_run(run).get("keys") or {}).items()}
+
+
+def job_keys(plan: Plan, run: RunData | None = None) -> dict[str, dict[int, int]]:
+    """Key distributions for the key-routed stages of ``plan`` from a run file's data."""
+    if run is None:
+        return {}
+    measured = keys_from_run(run)
+    return {s.name: measured[s.name] for s in plan.stages
+            if s.route == "key" and measured.get(s.name)}

@@ -18,8 +18,12 @@ A fork waits for the credit of every receiver (its outputs advance side by side)
 is the chain recurrence item by item, which ``tests/unit/test_sim.py`` checks to rounding.
 
 Replicas: a round's items at a stage go to its replicas in the order they become free (the first
-free replica takes the first item, as on a chain); ``route = "key"`` spreads them evenly by
-position, since the key function's values are not known before the run. Credits into a replica
+free replica takes the first item, as on a chain). ``route = "key"``: with the key distribution a
+run measured (``/keys/{stage}`` of its run file, :mod:`streampipe.keyshare`), in its proportions
+for the replica count: a smooth weighted round-robin over the replicas' measured item counts
+(``assign``), exact over every period and independent of the random times; without it, or for a
+replica count that does not divide 2520, evenly by position (the caller says which stages).
+Credits into a replica
 are pooled over its upstream ranks (``capacity x`` the upstream replicas; per input at a zip,
 whose inputs are credited separately).
 """
@@ -71,8 +75,11 @@ def per_round(stages: Sequence[Any]) -> list[int]:
 
 
 def run_graph(stages: Sequence[Any], dists: Sequence[Any], n: int, rng: np.random.Generator,
-              chunk: int, latency: float, keep: bool) -> Totals:
-    """Simulate ``n`` rounds of the graph ``stages`` (StagePlans with ``inputs``/``join``)."""
+              chunk: int, latency: float, keep: bool,
+              assign: Sequence[np.ndarray | None] | None = None) -> Totals:
+    """Simulate ``n`` rounds of the graph ``stages`` (StagePlans with ``inputs``/``join``).
+    ``assign[k]`` (or None): the replica of each of stage ``k``'s ``n x per_round`` items, for
+    a key-routed stage whose key distribution is known (:func:`streampipe.keyshare.assign`)."""
     ns = len(stages)
     order = _order(stages)
     m = per_round(stages)
@@ -103,6 +110,8 @@ def run_graph(stages: Sequence[Any], dists: Sequence[Any], n: int, rng: np.rando
                 r = reps[k]
                 if r == 1:
                     where[k] = [0] * m[k]
+                elif assign is not None and assign[k] is not None:
+                    where[k] = assign[k][i * m[k]:(i + 1) * m[k]].tolist()
                 elif stages[k].route == "key":
                     where[k] = [(i * m[k] + s) % r for s in range(m[k])]
                 else:

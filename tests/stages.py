@@ -343,3 +343,10 @@ class KeyCount(sp.Stage):
     def finish(self):
         if self.log is not None:
             self.log.close()
+
+
+def skewed(item):
+    """A routing key (route = "key") with a hot key: 7 items in 10 have key 0, each of the
+    others its own number."""
+    x = leftmost(item)
+    return 0 if x % 10 < 7 else x
