@@ -10,7 +10,9 @@ Model (what the runtime does, reduced to timing):
 * a receiving replica holds ``capacity`` credits per upstream rank; a credit is taken when an
   item is sent and comes back when the receiver starts it. With several upstream ranks the
   per-pair bounds are pooled into one bound of ``capacity x upstream ranks`` per replica;
-* a replicated stage takes each item on the replica that becomes free first; every stage
+* a replicated stage takes each item on the replica that becomes free first (a ``route =
+  "key"`` stage whose key distribution a run measured: on the replicas in its proportions,
+  :mod:`streampipe.keyshare`; else as if its keys spread evenly, named in the result); every stage
   handles items in source order (the ordered merge; an unordered pipeline is simulated as if
   ordered, which is pessimistic by at most one item's service time per merge);
 * ``L`` and ``W`` mean what the run report measures: items a rank holds from taking them in to
