@@ -267,7 +267,7 @@ class OutPort:
         ob = self.open[j]
         lim = min(n, i + max(self.limit[j] - (0 if ob is None else len(ob.keys)), 1))
         h = len(hashes)
-        if h < lim:  # records past this run's end are not lost: the next run starts there
+        if h < lim:  # up to what the batch takes; past this run's end, the next run's hashes
             hashes.extend(map(route, keys[h:lim], values[h:lim]))
         e = i + 1
         while e < lim and hashes[e] % nd == j:
