@@ -22,7 +22,7 @@ from .job import JobError, load_job
 from .plan import Plan, make_plan
 from .plot import write_plot
 from .report import analyze, summarize
-from .resume import resume_point
+from .resume import ResumePoint, resume_point
 from .runtime import RunOptions, resolve_options, run_rank
 from .startup import stamp
 from .summary import pipeline_rate
@@ -101,11 +101,15 @@ def main(argv: list[str] | None = None) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     faults = [parse_inject(s) for s in args.inject]
-    start_seq, state = 0, None
+    resume = ResumePoint()
     if args.resume:
-        start_seq, state = resume_point(args.resume)
+        spec = load_job(args.job, args.overrides)
+        if spec.train is not None:
+            raise JobError("--resume: a training job resumes from its own checkpoint "
+                           "(train.resume, docs/training.md)")
+        resume = resume_point(args.resume, [s.name for s in make_plan(spec).sinks])
     if args.no_launch or launch.under_mpi():
-        return _run_here(args, faults, start_seq, state)
+        return _run_here(args, faults, resume)
     # validate everything (fields, imports, settings from the environment) before any rank
     # starts work
     spec = load_job(args.job, args.overrides)
@@ -160,7 +164,7 @@ def _run_ok(path: str) -> bool:
         return False
 
 
-def _run_here(args: argparse.Namespace, faults: list, start_seq: int, state: object) -> int:
+def _run_here(args: argparse.Namespace, faults: list, resume: ResumePoint) -> int:
     stamp("imported")
     from mpi4py import MPI
 
@@ -186,7 +190,7 @@ def _run_here(args: argparse.Namespace, faults: list, start_seq: int, state: obj
         # no rank can finish (and write its shard) before rank 0 has taken part in the run's
         # start-up collectives, so this runs first: nothing of an earlier run gets linked
         runfile.clear_shards(out)
-    opts = RunOptions(out=out, faults=faults, start_seq=start_seq, resume_state=state,
+    opts = RunOptions(out=out, faults=faults, resume=resume,
                       quiet=args.quiet, progress=bool(config.from_env("progress")))
     if spec.train is not None:
         run_train(spec, comm, opts)  # prints its own report on rank 0

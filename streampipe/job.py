@@ -363,14 +363,17 @@ def _stage_class(obj: Any) -> type:
 
 
 def _check_checkpoint(spec: JobSpec, graph: Graph, classes: list[type | None]) -> None:
-    """The checkpoint's high-water mark is a position in the one ordered stream of one source
-    reaching one sink. A graph is fine: the sink's ordered merge knows when every branch's
+    """Each sink's high-water mark is a position in the ordered stream it gets (the sources'
+    items interleave by seq). A graph is fine: a sink's ordered merge knows when every branch's
     records of a source item have arrived (docs/graphs.md)."""
-    if (not spec.ordered or len(graph.sinks) != 1 or len(graph.sources) != 1
-            or spec.stages[graph.sinks[0]].replicas > 1):
-        raise JobError("pipeline.checkpoint: needs pipeline.ordered = true, one source and one "
-                       "sink with one replica (the high-water mark is a position in the ordered "
-                       "stream)")
+    if not spec.ordered:
+        raise JobError("pipeline.checkpoint: needs pipeline.ordered = true (a sink's high-water "
+                       "mark is a position in the ordered stream)")
+    for i in graph.sinks:
+        if spec.stages[i].replicas > 1:
+            raise JobError(f"stages[{i}].replicas: pipeline.checkpoint needs one replica of "
+                           f"sink {spec.stages[i].name!r} (its high-water mark is a position in "
+                           "one ordered stream)")
     for i, cls in enumerate(classes):
         if cls is not None:
             _check_resumable(cls, i in graph.sources, i in graph.sinks, f"stages[{i}].uses")

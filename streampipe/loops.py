@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from itertools import repeat
 from types import GeneratorType
 from typing import Any, Protocol
 
@@ -93,6 +94,10 @@ class Loop:
         self.handing = False
         self.put_low: tuple | None = None  # during a put: the first output not yet put
         # per-item work beyond process(): faults, group members, GPU staging, feedback, timeout
+        # a resumed sink whose durable output is past the sources' start: the records below
+        # its mark come again and are dropped (None: nothing to drop)
+        ck = rt.ckpt
+        self.skip: int | None = ck.hwm if ck is not None and ck.hwm > rt.plan.start_seq else None
         self.special = bool(rt.faults or len(rt.role.group) > 1 or rt.staging is not None
                             or rt.feedback is not None or sp.timeout or rt.ckpt is not None
                             or self.input_names is not None)
@@ -372,6 +377,9 @@ class Loop:
                 if taken is None:
                     continue
             self.taken = taken
+            if self.skip is not None and self._skip(taken):
+                self.taken = None
+                continue
             m.enter(M.BUSY)
             run(taken, stage)
             stage.ctx.seq = None
@@ -394,6 +402,25 @@ class Loop:
         for r in rt.role.group[1:]:
             rt.t.send(r, CONTROL, GROUP, ("finish", None))
         self.finals(stage)
+
+    def _skip(self, taken: Taken) -> bool:
+        """Drop the records below the mark (already in this sink's output), recorded as items
+        of no time; True when nothing of ``taken`` is left. The stream is ordered, so they are
+        a prefix, and once a record at or past the mark came there are no more."""
+        keys = taken.batch.keys
+        skip, k = self.skip, 0
+        while k < len(keys) and keys[k][0] < skip:
+            k += 1
+        if k:
+            now = time.perf_counter()
+            self.seqs.extend(key[0] for key in keys[:k])
+            self.starts.extend(repeat(now, k))
+            self.ends.extend(repeat(now, k))
+            self.handover(k)
+        if k < len(keys):
+            self.skip = None
+            return False
+        return True
 
     def _zip(self, taken: Taken) -> Taken | None:
         """Feed the zipper; the items it completed (None: none yet)."""
@@ -430,9 +457,9 @@ class Loop:
         perf = time.perf_counter
         t = perf()
         deadline = self.deadline(t)
-        i = 0
+        i = lo = taken.done  # past the records a resumed sink dropped
         try:
-            for i in range(len(keys)):
+            for i in range(lo, len(keys)):
                 key = keys[i]
                 seq = key[0]
                 ctx.seq = seq if seq != FINAL else None
@@ -470,13 +497,14 @@ class Loop:
     def _batch_vectorised(self, taken: Taken, stage: Any) -> None:
         """``process_batch`` over the batch's items; stamps spread evenly over the call."""
         b = taken.batch
-        keys, values = b.keys, b.values
+        lo = taken.done  # past the records a resumed sink dropped
+        keys, values = b.keys[lo:], b.values[lo:]
         if not keys:
             return
         items = list(values)
         if self.special:
             for i in range(len(keys)):
-                items[i] = self._before(i, keys[i], items[i], stage.ctx)
+                items[i] = self._before(lo + i, keys[i], items[i], stage.ctx)
         self.rt.seq = keys[0][0]
         stage.ctx.seq = None
         t0 = time.perf_counter()

@@ -1,47 +1,56 @@
 """Sink checkpoints and ``streampipe run --resume``: exactly-once output for deterministic sources.
 
-With ``pipeline.checkpoint = true`` the sink periodically calls ``Sink.checkpoint()`` (which makes
-its output durable and returns a state) and stores ``(high-water mark, state)`` in
-``RUN.h5.ckpt``: every item with seq below the mark has been consumed and is in the durable
-output, no item at or above it is. ``--resume RUN.h5`` restarts the source at the mark
-(``Source.seek``) and the sink from the state (``Sink.restore``), so every item reaches the final
-output exactly once. See docs/reliability.md.
+With ``pipeline.checkpoint = true`` every sink calls ``Sink.checkpoint()`` once it is set up and
+then periodically (which makes its output durable and returns a state), and stores
+``(high-water mark, state)`` in ``RUN.h5.ckpt`` (``RUN.h5.ckpt.<sink>`` for each sink of a job
+with several): every item with seq below the mark has been consumed and is in that sink's durable
+output, no item at or above it is. ``--resume RUN.h5`` restarts the sources at the lowest mark
+(``Source.seek``) and every sink from its state (``Sink.restore``); a sink whose mark is higher
+drops the items below its mark that come again, so every item reaches every final output exactly
+once. See docs/reliability.md.
 """
 
 from __future__ import annotations
 
 import os
 import pickle
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Checkpointer", "resume_point", "checkpoint_path"]
+__all__ = ["Checkpointer", "ResumePoint", "resume_point", "checkpoint_path"]
 
 
-def checkpoint_path(run_file: str) -> str:
-    return f"{run_file}.ckpt"
+def checkpoint_path(run_file: str, sink: str | None = None) -> str:
+    """The checkpoint file of ``sink`` (None: the only sink of the job)."""
+    return f"{run_file}.ckpt" if sink is None else f"{run_file}.ckpt.{sink}"
 
 
 class Checkpointer:
-    """Tracks the sink's high-water mark; writes checkpoints atomically (write, fsync, rename)."""
+    """Tracks one sink's high-water mark; writes checkpoints atomically (write, fsync, rename).
+    ``hwm``: where this sink's durable output stands at the start (a resumed run's sink may be
+    past the sources' start: the items below its mark are dropped, the mark never moves back)."""
 
-    def __init__(self, run_file: str | None, start_seq: int, every: float) -> None:
+    def __init__(self, run_file: str | None, sink: str | None, hwm: int, every: float) -> None:
         if not run_file:
             raise ValueError("pipeline.checkpoint needs a run file (--out)")
-        self.path = checkpoint_path(run_file)
-        self.hwm = start_seq
+        self.path = checkpoint_path(run_file, sink)
+        self.hwm = hwm
         self.every = every
         self.t_last = 0.0
 
     def consumed_upto(self, hwm: int, sink: Any, now: float) -> None:
         """``sink`` has consumed every item of every source item before seq ``hwm``, and none
         after: checkpoint if it is time."""
+        if hwm <= self.hwm:
+            return
         self.hwm = hwm
         if now - self.t_last >= self.every:
-            self.t_last = now
-            self.save(sink)
+            self.save(sink, now)
 
-    def save(self, sink: Any) -> None:
+    def save(self, sink: Any, now: float = 0.0) -> None:
+        self.t_last = now
         state = sink.checkpoint()
         tmp = f"{self.path}.tmp"
         with open(tmp, "wb") as f:
@@ -51,15 +60,37 @@ class Checkpointer:
         os.replace(tmp, self.path)
 
 
-def resume_point(run_file: str) -> tuple[int, Any]:
-    """(start seq, sink state) to resume the run that wrote ``run_file``."""
-    path = Path(checkpoint_path(run_file))
-    if not path.exists():
-        raise ValueError(f"--resume {run_file}: no checkpoint {path} (was the job run with "
-                         "pipeline.checkpoint = true and --out?)")
+@dataclass(frozen=True)
+class ResumePoint:
+    """Where a resumed run starts: the sources at ``start`` (the lowest sink's mark), each sink
+    at its own ``(hwm, state)``."""
+
+    start: int = 0
+    sinks: dict[str, tuple[int, Any]] = field(default_factory=dict)
+
+
+def _load(run_file: str, path: Path) -> tuple[int, Any]:
     try:
         # our own file, written by the sink of the same job: trusted like the job's code
         data = pickle.loads(path.read_bytes())
         return int(data["hwm"]), data["state"]
     except Exception as exc:  # noqa: BLE001
         raise ValueError(f"--resume {run_file}: unreadable checkpoint {path}: {exc}") from None
+
+
+def resume_point(run_file: str, sinks: Sequence[str]) -> ResumePoint:
+    """Where to resume the run that wrote ``run_file``, a run of a job whose sinks are
+    ``sinks`` (every sink of a checkpointed run saves a checkpoint as soon as it is set up)."""
+    one = len(sinks) == 1
+    paths = {s: Path(checkpoint_path(run_file, None if one else s)) for s in sinks}
+    missing = [s for s, p in paths.items() if not p.exists()]
+    if missing:
+        p = paths[missing[0]]
+        if len(missing) == len(paths):
+            raise ValueError(f"--resume {run_file}: no checkpoint {p} (was the job run with "
+                             "pipeline.checkpoint = true and --out?)")
+        raise ValueError(f"--resume {run_file}: no checkpoint {p} of sink {missing[0]!r} (the "
+                         "run stopped before that sink was set up: run the job again, or resume "
+                         "the run this one resumed)")
+    got = {s: _load(run_file, p) for s, p in paths.items()}
+    return ResumePoint(min(h for h, _ in got.values()), got)

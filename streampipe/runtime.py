@@ -34,7 +34,7 @@ from .keyshare import sparse
 from .live import LiveCollector, LiveSender, live_path
 from .loops import Loop
 from .plan import Plan, Role, make_plan
-from .resume import Checkpointer
+from .resume import Checkpointer, ResumePoint
 from .routing import BUCKETS, key_hash
 from .stage import Context, Sink, Source
 from .staging import Staging
@@ -61,8 +61,7 @@ class RunOptions:
     spin_us: float | None = None
     recv: str | None = None
     live: bool | None = None
-    start_seq: int = 0
-    resume_state: Any = None
+    resume: ResumePoint = field(default_factory=ResumePoint)  # --resume: where each part starts
     report: bool = True
     quiet: bool = False
     progress: bool = False
@@ -338,9 +337,16 @@ class RankRuntime:
         stamp("ready")
         self.seq = None
         if isinstance(stage, Sink) and self.spec.checkpoint:
-            self.ckpt = Checkpointer(self.opts.out, self.plan.start_seq, self.opts.checkpoint_every)
-            if self.opts.resume_state is not None:
-                stage.restore(self.opts.resume_state)
+            name = self.sp.name
+            hwm, state = self.opts.resume.sinks.get(name, (self.plan.start_seq, None))
+            one = len(self.plan.sinks) == 1
+            self.ckpt = Checkpointer(self.opts.out, None if one else name, hwm,
+                                     self.opts.checkpoint_every)
+            if state is not None:
+                stage.restore(state)
+            # at once: a resume finds a checkpoint of every sink, even of one that had not
+            # consumed anything yet when another failed (the first mark is saved at once too)
+            self.ckpt.save(stage)
         self.loop = loop = Loop(self)
         if not self.role.is_root:
             loop.run_member(stage)
@@ -425,7 +431,7 @@ def run_rank(spec: JobSpec, comm: Any, opts: RunOptions | None = None) -> Any:
     failing rank has printed one message naming stage, replica, rank and item.
     """
     opts = resolve_options(opts or RunOptions(), spec)
-    plan = make_plan(spec, start_seq=opts.start_seq, max_delay=opts.max_delay)
+    plan = make_plan(spec, start_seq=opts.resume.start, max_delay=opts.max_delay)
     size, rank = comm.Get_size(), comm.Get_rank()
     if size != plan.size:
         # every rank says it: under a batch system each rank's stderr may land in its own file

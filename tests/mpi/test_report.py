@@ -81,11 +81,12 @@ def check_first(doc):
     st = {s["name"]: s for s in doc["stages"]}
     assert doc["bottleneck"]["stage"] == "slow"
     # the pipeline runs at the rate of its measured bottleneck (10%: the period also holds
-    # the hand-over between items), and that stage costs its 8 ms sleep (15%: time.sleep
-    # overshoots by 0.1-0.5 ms per call when other processes load the 2 cores)
+    # the hand-over between items), and that stage costs its 8 ms sleep: never less, and at
+    # most 3 ms more (time.sleep overshoots by 0.1-0.5 ms a call when other processes load
+    # this machine's 2 cores, and by 1.5-2.5 ms on a loaded CI machine)
     slow = st["slow"]
     assert doc["pipeline"]["throughput"] == pytest.approx(1 / slow["cost"], rel=0.10)
-    assert slow["cost"] == pytest.approx(8e-3, rel=0.15)
+    assert 8e-3 <= slow["cost"] <= 11e-3
     # sleeping in process() is busy time; the fraction is of the rank's whole life, whose
     # start-up (the other ranks' imports, ~0.1 s of this 1.3 s run) and drain are not busy
     assert st["slow"]["busy"] > 0.8

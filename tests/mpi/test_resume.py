@@ -9,6 +9,7 @@ restore), so "exactly once" is checked on the file a user would keep, not on in-
 from __future__ import annotations
 
 import os
+import pickle
 import random
 
 import h5py
@@ -91,7 +92,7 @@ def test_resume_after_failure_is_exactly_once(tmp_path, reference, stage):
                       "--inject", f"stage={stage},item={item},kind=raise", timeout=60)
     assert done.returncode != 0, done.output
     assert f"failed at item seq {item}" in done.stderr, ctx + done.output
-    hwm, offset = resume_point(str(run1))
+    hwm, offset = resume_point(str(run1), ["sink"]).sinks["sink"]
     # every item below the mark is durable; the mark cannot pass the item that failed
     assert 0 < hwm <= item, ctx
     lines = out.read_bytes()[:offset].splitlines()
@@ -113,7 +114,7 @@ def test_resume_needs_a_checkpoint(tmp_path):
     assert f"no checkpoint {checkpoint_path(str(tmp_path / 'none.h5'))}" in done.stderr
     with pytest.raises(ValueError, match="unreadable checkpoint"):
         (tmp_path / "junk.h5.ckpt").write_bytes(b"garbage")
-        resume_point(str(tmp_path / "junk.h5"))
+        resume_point(str(tmp_path / "junk.h5"), ["sink"])
 
 
 def test_resume_with_a_source_that_cannot_seek(tmp_path):
@@ -168,7 +169,7 @@ def test_resume_of_a_graph_is_exactly_once(tmp_path, stage):
     done = streampipe("run", str(job), "--out", str(run1), "--quiet",
                       "--inject", f"stage={stage},item={item},kind=raise", timeout=60)
     assert done.returncode != 0 and f"failed at item seq {item}" in done.stderr, ctx + done.output
-    hwm, offset = resume_point(str(run1))
+    hwm, offset = resume_point(str(run1), ["sink"]).sinks["sink"]
     assert 0 < hwm <= item, ctx
     assert out.read_bytes()[:offset] == b"".join(f"{i * i}\n{i}\n".encode()
                                                  for i in range(hwm)), ctx
@@ -176,3 +177,81 @@ def test_resume_of_a_graph_is_exactly_once(tmp_path, stage):
                       "--resume", str(run1), timeout=60)
     assert done.returncode == 0, ctx + done.output
     assert out.read_bytes() == expect, ctx
+
+
+# two sources and two sinks: `out` gets both sources merged (x from s0, x^2 from s1, interleaved
+# by seq: source s's item i has seq 2i + s), `tap` gets s0 alone; each sink keeps its own mark
+TWO_JOB = """
+[pipeline]
+name = "two"
+capacity = 8
+ordered = true
+checkpoint = true
+[[stages]]
+name = "s0"
+uses = "tests.stages:Numbers"
+params = {{n = {n}, sleep = {sleep}}}
+[[stages]]
+name = "s1"
+uses = "tests.stages:Numbers"
+params = {{n = {n}, sleep = {sleep}}}
+[[stages]]
+name = "sq"
+uses = "tests.stages:Square"
+[[stages]]
+name = "both"
+uses = "tests.stages:Identity"
+inputs = ["s0", "sq"]
+[[stages]]
+name = "out"
+uses = "tests.stages_durable:DurableFile"
+params = {{path = "{out}"}}
+[[stages]]
+name = "tap"
+uses = "tests.stages_durable:DurableFile"
+inputs = ["s0"]
+params = {{path = "{tap}"}}
+"""
+
+
+def _two_lines(upto: int, sink: str) -> bytes:
+    """The closed form of a sink's file for the seqs below ``upto``."""
+    if sink == "tap":
+        return b"".join(f"{k // 2}\n".encode() for k in range(0, upto, 2))
+    return b"".join(f"{k // 2 if k % 2 == 0 else (k // 2) ** 2}\n".encode() for k in range(upto))
+
+
+@pytest.mark.parametrize("stage", ["out", "tap", "sq"])
+def test_resume_with_two_sources_and_two_sinks_is_exactly_once(tmp_path, stage):
+    """Each sink resumes from its own mark and the sources from the lowest: the sink that was
+    further drops what comes again. To be sure one sink is behind the other (their marks are
+    taken a second apart, each on its own clock), `tap`'s checkpoint is replaced by an earlier
+    one it could have written (its file truncated to the closed form below that mark)."""
+    seed = random.randrange(1 << 30)
+    rnd = random.Random(seed)
+    item = rnd.randrange(2300, 2900)  # ~1.15-1.45 s in: after the first checkpoints
+    item += (item % 2) != (stage == "sq")  # sq sees s1's odd seqs, tap s0's even ones
+    ctx = f"(seed {seed}, fault at {stage} item {item})"
+    files = {s: tmp_path / f"{s}.txt" for s in ("out", "tap")}
+    job = tmp_path / "two.toml"
+    job.write_text(TWO_JOB.format(n=N, sleep=SLEEP, out=files["out"], tap=files["tap"]))
+    run1 = tmp_path / "run1.h5"
+    done = streampipe("run", str(job), "--out", str(run1), "--quiet",
+                      "--inject", f"stage={stage},item={item},kind=raise", timeout=60)
+    assert done.returncode != 0 and f"failed at item seq {item}" in done.stderr, ctx + done.output
+    point = resume_point(str(run1), ["out", "tap"])
+    for s in ("out", "tap"):
+        hwm, offset = point.sinks[s]
+        assert 0 < hwm <= item, ctx
+        assert files[s].read_bytes()[:offset] == _two_lines(hwm, s), ctx
+    # tap goes back to a mark 400 seqs before out's: out must drop 400 seqs of the replay
+    back = max(0, point.sinks["out"][0] - 400)
+    back_offset = len(_two_lines(back, "tap"))
+    with open(checkpoint_path(str(run1), "tap"), "wb") as f:
+        pickle.dump({"hwm": back, "state": back_offset}, f)
+    assert resume_point(str(run1), ["out", "tap"]).start == back
+    done = streampipe("run", str(job), "--out", str(tmp_path / "run2.h5"), "--quiet",
+                      "--resume", str(run1), timeout=60)
+    assert done.returncode == 0, ctx + done.output
+    for s in ("out", "tap"):
+        assert files[s].read_bytes() == _two_lines(2 * N, s), ctx + s

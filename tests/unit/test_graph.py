@@ -214,13 +214,18 @@ def test_graph_bound_weighs_each_stage_by_the_items_it_sees():
     assert "graph bound at 'j'" in bottleneck(rows, gb)["reason"]
 
 
-def test_checkpoint_on_a_graph_needs_one_source_and_one_sink():
-    # one sink after a fork and a join: its ordered merge gives the high-water mark
+def test_checkpoint_on_a_graph_needs_order_and_single_sinks():
+    # one sink after a fork and a join: its ordered merge gives the high-water mark; a second
+    # sink keeps a mark of its own
     parse_job(job(*FORK_JOIN, checkpoint=True, ordered=True), check_imports=False)
     two_sinks = [*FORK_JOIN, S("more", "Collect", inputs=["sq"])]
-    with pytest.raises(JobError, match=r"pipeline\.checkpoint: needs pipeline\.ordered = true, "
-                                       r"one source and one sink"):
-        parse_job(job(*two_sinks, checkpoint=True), check_imports=False)
+    parse_job(job(*two_sinks, checkpoint=True, ordered=True), check_imports=False)
+    with pytest.raises(JobError, match=r"pipeline\.checkpoint: needs pipeline\.ordered = true"):
+        parse_job(job(*two_sinks, checkpoint=True, ordered=False), check_imports=False)
+    two_replicas = [*FORK_JOIN, S("more", "Collect", inputs=["sq"], replicas=2)]
+    with pytest.raises(JobError, match=r"stages\[5\]\.replicas: pipeline\.checkpoint needs one "
+                                       r"replica of sink 'more'"):
+        parse_job(job(*two_replicas, checkpoint=True, ordered=True), check_imports=False)
 
 
 def test_trace_flows_follow_the_graph_edges():

@@ -27,7 +27,7 @@ def test_resumed_var_run_equals_the_uninterrupted_result(tmp_path):
     failed = run(tmp_path, "run1.h5", "--inject", f"stage=aggregate,item={FAIL_AT},kind=raise")
     assert failed.returncode != 0 and f"failed at item seq {FAIL_AT}" in failed.stderr, \
         failed.output[-3000:]
-    hwm, state = resume_point(str(tmp_path / "run1.h5"))
+    hwm, state = resume_point(str(tmp_path / "run1.h5"), ["aggregate"]).sinks["aggregate"]
     assert 0 < hwm <= FAIL_AT and state["next"] == hwm  # the histogram after batches < hwm
     done = run(tmp_path, "run2.h5", "--resume", str(tmp_path / "run1.h5"))
     assert done.returncode == 0, done.output[-3000:]
