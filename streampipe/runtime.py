@@ -39,7 +39,7 @@ from .routing import BUCKETS, key_hash
 from .stage import Context, Sink, Source
 from .staging import Staging
 from .startup import stamp, stamps
-from .transport import CONTROL, AbortRequested, Transport
+from .transport import CONTROL, AbortRequested, Transport, WaitHistory
 
 __all__ = ["RunOptions", "run_rank", "resolve_options"]
 
@@ -123,6 +123,8 @@ class RankRuntime:
         # the state of the wait this rank is in (None: not waiting); an upstream's progress mark
         # that arrives during any wait is passed on (see _input_progress)
         self.waiting: int | None = None
+        # the stream's recurring waits, each with its own history (transport.WaitHistory)
+        self.histories = {M.STARVED: WaitHistory(), M.BLOCKED: WaitHistory()}
         self.feedback: Feedback | None = None
         self.staging: Any = None  # host <-> device staging of a GPU stage (staging.py)
         self.ckpt: Any = None
@@ -268,7 +270,7 @@ class RankRuntime:
                 return cond()
         outer, self.waiting = self.waiting, state
         try:
-            self.t.wait(until, what=what)
+            self.t.wait(until, what=what, history=self.histories.get(state))
         finally:
             self.waiting = outer
             self.m.enter(prev)
