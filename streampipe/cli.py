@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     faults = [parse_inject(s) for s in args.inject]
-    resume = ResumePoint()
+    resume, spec = ResumePoint(), None
     if args.resume:
         spec = load_job(args.job, args.overrides)
         if spec.train is not None:
@@ -112,7 +112,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         return _run_here(args, faults, resume)
     # validate everything (fields, imports, settings from the environment) before any rank
     # starts work
-    spec = load_job(args.job, args.overrides)
+    spec = spec or load_job(args.job, args.overrides)
     resolve_options(RunOptions(), spec)
     out = args.out or runfile.default_path(spec.name)
     argv = ["run", args.job, "--no-launch", "--out", out]

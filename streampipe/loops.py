@@ -93,11 +93,11 @@ class Loop:
         self.in_item = False
         self.handing = False
         self.put_low: tuple | None = None  # during a put: the first output not yet put
-        # per-item work beyond process(): faults, group members, GPU staging, feedback, timeout
         # a resumed sink whose durable output is past the sources' start: the records below
         # its mark come again and are dropped (None: nothing to drop)
         ck = rt.ckpt
         self.skip: int | None = ck.hwm if ck is not None and ck.hwm > rt.plan.start_seq else None
+        # per-item work beyond process(): faults, group members, GPU staging, feedback, timeout
         self.special = bool(rt.faults or len(rt.role.group) > 1 or rt.staging is not None
                             or rt.feedback is not None or sp.timeout or rt.ckpt is not None
                             or self.input_names is not None)
