@@ -14,11 +14,13 @@ per-stage figures only use rank-local differences.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from itertools import pairwise
 from typing import Any
 
 import numpy as np
 
+from . import keyshare
 from .events import SEQ, T_END, T_RECV, T_SENT, T_START, as_events, empty, on_wall
 from .metrics import STATES
 from .plan import Plan, StagePlan
@@ -99,18 +101,28 @@ def summarize(plan: Plan, ranks: Ranks) -> dict[str, StageRow]:
                 agg["L"] += e["area"] / window
                 agg["peak"] = max(agg["peak"], e["peak"])
         gpu = _gpu_row(members, roots, items)
+        extra: dict[str, Any] = {"gpu": gpu} if gpu is not None else {}
+        bound = st.replicas / cost if cost > 0 else math.inf
+        if st.route == "key" and len(roots) > 1 and items:
+            # the keys fix which replica gets an item: the hottest replica sets the stage's
+            # rate, as if the stage had only items / (its items) replicas
+            per = [int(d["items_in"]) for d in roots]
+            extra["key_spread"] = items / max(per)
+            extra["key_replica_items"] = per
+            extra["key_busiest"] = max((d["time"]["busy"] + d["time"]["io"])
+                                       / max(d["elapsed"], 1e-12) for d in roots)
+            bound = extra["key_spread"] / cost if cost > 0 else math.inf
         out[st.name] = StageRow(
             kind=st.kind, replicas=st.replicas, group=st.group, capacity=st.capacity,
             items=items, items_out=int(sum(d["items_out"] for d in roots)), events=int(n_ev),
             events_dropped=int(sum(d.get("events_dropped", 0) for d in roots)),
             window=window, t_first=t_first, t_last=t_last, t_end_first=t_end_first,
-            t_end_last=t_end_last, throughput=lam, service=service, cost=cost,
-            bound=st.replicas / cost if cost > 0 else math.inf,
+            t_end_last=t_end_last, throughput=lam, service=service, cost=cost, bound=bound,
             L=L, lam=lam, W=sojourn, little_residual=_residual(L, lam, sojourn),
             queue_L=Lq, queue_W=waiting, queue_residual=_residual(Lq, lam, waiting),
             held_peak=int(max(d["held_peak"] for d in roots)),
             io_bytes=int(sum(d.get("io_bytes", 0) for d in members)), edges=edges,
-            extra={"gpu": gpu} if gpu is not None else {},
+            extra=extra,
             **{s: float(np.mean([d["time"][s] / max(d["elapsed"], 1e-12) for d in members]))
                for s in STATES})
     return out
@@ -232,7 +244,7 @@ def pipeline_view(summary: dict[str, StageRow], plan: Plan | None = None) -> dic
     n = int(snk.items)
     period = (snk.t_end_last - snk.t_end_first) / (snk.events - 1) if snk.events > 1 else 0.0
     costs = [summary[k].cost for k in names]
-    period_bound = max(c / summary[k].replicas for k, c in zip(names, costs, strict=True))
+    period_bound = max(c / spread(summary[k]) for k, c in zip(names, costs, strict=True))
     latency_bound = float(sum(costs))
     seen = snk.events and src.events
     makespan = float(snk.t_last - src.t_first) if seen else 0.0
@@ -254,12 +266,14 @@ def graph_bound(summary: dict[str, StageRow]) -> dict[str, Any] | None:
     n_src = sum(r.items for r in summary.values() if r.kind == "source")
     if n_src <= 0:
         return None
-    per = {k: r.cost * (r.items / n_src) / r.replicas for k, r in summary.items()}
+    per = {k: r.cost * (r.items / n_src) / spread(r) for k, r in summary.items()}
     stage = max(per, key=lambda k: per[k])
     r = summary[stage]
+    reps = (f"{spread(r):.3g} replicas' worth (the hottest of {r.replicas} gets "
+            f"{100 / spread(r):.0f}% of the items, routed by key)" if _skewed(r) else
+            f"{r.replicas} replica{'s' if r.replicas > 1 else ''}")
     why = (f"t_i {1e3 * r.cost:.3f} ms x {r.items / n_src:.3g} items per source item / "
-           f"{r.replicas} replica{'s' if r.replicas > 1 else ''} = {1e3 * per[stage]:.3f} ms "
-           "per source item, the largest over the stages")
+           f"{reps} = {1e3 * per[stage]:.3f} ms per source item, the largest over the stages")
     return {"stage": stage, "period": per[stage], "per_stage": per, "reason": why}
 
 
@@ -302,7 +316,11 @@ def bottleneck(summary: dict[str, StageRow], graph: dict[str, Any] | None = None
     names = list(summary)
     if not names:
         return {"stage": None, "reason": "no stage recorded any item"}
-    name = max(names, key=lambda n: summary[n].busy + summary[n].io)
+    def load(n: str) -> float:  # a key-routed stage is as busy as its hottest replica
+        r = summary[n]
+        return float(r.extra.get("key_busiest", r.busy + r.io))
+
+    name = max(names, key=load)
     row = summary[name]
     i = names.index(name)
     before = [n for n in names[:i] if summary[n].blocked > WAITING]
@@ -310,6 +328,10 @@ def bottleneck(summary: dict[str, StageRow], graph: dict[str, Any] | None = None
     by_bound = min(names, key=lambda n: summary[n].bound)
     busy = row.busy + row.io
     why = f"busy {100 * busy:.0f}% per replica"
+    if _skewed(row):
+        busy = load(name)
+        why += (f", its hottest replica {100 * busy:.0f}% with {100 / spread(row):.0f}% of the "
+                "items (routed by key)")
     if row.io > row.busy:
         mbps = row.io_bytes / max(row.io * row.window, 1e-12) / 1e6
         why += f", I/O-bound at {mbps:.1f} MB/s"
@@ -327,12 +349,56 @@ def bottleneck(summary: dict[str, StageRow], graph: dict[str, Any] | None = None
             "bound": _finite(row.bound)}
 
 
+def spread(row: StageRow) -> float:
+    """The replicas' worth of a stage: its replicas, or for one routed by key the items over
+    its hottest replica's items (3 replicas, one with 80% of the items: 1.25)."""
+    return float(row.extra.get("key_spread", row.replicas))
+
+
+def _skewed(row: StageRow) -> bool:
+    return spread(row) < 0.9 * row.replicas
+
+
 def _finite(x: float) -> float | None:
     return float(x) if math.isfinite(x) else None
 
 
+def _key_replicas(b: str, rb: StageRow, counts: Mapping[int, int] | None, busy: float,
+                  nxt: str | None, y: float) -> dict[str, Any]:
+    """The replicas advice for a bottleneck routed by key whose hottest replica has more than
+    its share: more replicas help only as far as they split that replica's keys. From the key
+    buckets (:mod:`streampipe.keyshare`) when the ranks counted them."""
+    head = (f"stage `{b}` is the bottleneck (its hottest replica is busy {100 * busy:.0f}% with "
+            f"{100 / spread(rb):.0f}% of the items, routed by key)")
+    advice: dict[str, Any] = {"kind": "replicas", "stage": b, "next_limit": nxt,
+                              "next_limit_throughput": _finite(y)}
+    if not counts:
+        return {**advice, "add_replicas": None, "throughput": None,
+                "text": head + "; more replicas help only as far as they split its keys (this "
+                               "run file has no key counts)"}
+    total = sum(counts.values())
+    top = keyshare.hottest(counts)
+    cap = 1 / (top * rb.cost)  # a bucket never splits: no replica count beats this
+    goal = min(y, cap)
+    r = next((r for r in range(rb.replicas + 1, keyshare.BUCKETS + 1)
+              if keyshare.divides(r)
+              and keyshare.replica_counts(counts, r).max() / total * rb.cost * goal <= 1 + 1e-9),
+             None)
+    if r is None:  # the hottest bucket shares a replica at every count tried
+        return {**advice, "add_replicas": None, "throughput": None, "key_cap": cap,
+                "text": head + f"; one key bucket holds {100 * top:.0f}% of its items: no "
+                               f"replica count takes it past {cap:.0f}/s"}
+    x = min(1 / (keyshare.replica_counts(counts, r).max() / total * rb.cost), y)
+    text = head + f"; {r - rb.replicas} more replica(s) would raise throughput to ~{x:.0f}/s"
+    text += (f", after which `{nxt}` limits at {y:.0f}/s" if y <= cap else
+             f"; more cannot help: one key bucket holds {100 * top:.0f}% of its items "
+             f"({cap:.0f}/s at most)")
+    return {**advice, "add_replicas": r - rb.replicas, "throughput": x, "key_cap": cap,
+            "text": text}
+
+
 def _advice(names: list[str], summary: dict[str, StageRow], bn: dict, pipe: dict, e2e: dict,
-            flags: list[dict]) -> list[dict[str, Any]]:
+            flags: list[dict], keys: Mapping[str, Mapping[int, int]]) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     b = bn["stage"]
     if b is None:
@@ -342,7 +408,9 @@ def _advice(names: list[str], summary: dict[str, StageRow], bn: dict, pipe: dict
     others = [n for n in names if n != b]
     nxt = min(others, key=lambda n: summary[n].bound) if others else None
     y = summary[nxt].bound if nxt else math.inf
-    if rb.cost > 0 and math.isfinite(y):
+    if _skewed(rb) and rb.cost > 0:
+        out.append(_key_replicas(b, rb, keys.get(b), bn["busy"], nxt, y))
+    elif rb.cost > 0 and math.isfinite(y):
         need = max(rb.replicas + 1, math.ceil(y * rb.cost - 1e-9))
         x = min(need / rb.cost, y)
         out.append({"kind": "replicas", "stage": b, "add_replicas": need - rb.replicas,
@@ -357,7 +425,8 @@ def _advice(names: list[str], summary: dict[str, StageRow], bn: dict, pipe: dict
                     "text": f"stage `{b}` is the bottleneck (busy {100 * bn['busy']:.0f}%); "
                             "throughput grows with its replicas until another stage limits"})
     blocked = [n for n in names[:i] if summary[n].blocked > NOTICEABLE]
-    if rb.starved > NOTICEABLE and blocked:
+    # a skewed key's cold replicas starve whatever the capacity
+    if rb.starved > NOTICEABLE and blocked and not _skewed(rb):
         out.append({"kind": "capacity_small", "stage": b, "starved": rb.starved,
                     "blocked_upstream": blocked,
                     "text": f"capacity too small: `{b}` starves {100 * rb.starved:.0f}% of "
@@ -440,7 +509,7 @@ def analyze(plan: Plan, ranks: Ranks, meta: dict | None = None,
         flags.append({"where": "end_to_end", "residual": e2e["little_residual"]})
     bn = bottleneck(summary, pipe.get("graph_bound"))
     doc["serial"] = serial_fraction(names, summary)
-    advice = _advice(names, summary, bn, pipe, e2e, flags)
+    advice = _advice(names, summary, bn, pipe, e2e, flags, keyshare.merge(ranks))
     _note_cores(advice, ranks)
     doc["per_host"] = per_host(plan, ranks)
     doc.update(pipeline={k: _finite(v) if isinstance(v, float) else v for k, v in pipe.items()},

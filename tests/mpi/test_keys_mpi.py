@@ -3,13 +3,16 @@ simulator (MPI): a hot key (7 items in 10) makes one of three replicas the bottl
 
 from __future__ import annotations
 
+import json
 import re
 from collections import Counter
+
+import pytest
 
 from streampipe import keyshare
 from streampipe.job import load_job
 from streampipe.plan import make_plan
-from streampipe.routing import BUCKETS, key_hash
+from streampipe.routing import BUCKETS, key_hash, key_replica
 from streampipe.runfile import read
 from streampipe.sim import latency_from_run, pipeline_rate, simulate, times_from_run
 from streampipe.summary import rows
@@ -72,3 +75,32 @@ def test_the_run_records_the_key_buckets_and_simulate_replays_them(tmp_path):
         if 0.92 <= ratios[-1] <= 1.15:
             break
     assert 0.92 <= ratios[-1] <= 1.15, ratios
+
+
+def test_the_report_bounds_a_skewed_key_stage_by_its_hottest_replica(tmp_path):
+    """The report reads the same run: the stage's bound is 1 / (hottest replica's share x t_i),
+    not 3 replicas / t_i, the bottleneck names the hot replica, the advice counts the replicas
+    that split the hot replica's keys (checked against the keys themselves, not their buckets),
+    and says no capacity would help the cold replicas' starving."""
+    job = tmp_path / "skew.toml"
+    job.write_text(SKEW_JOB)
+    out = tmp_path / "skew.h5"
+    done = streampipe("run", str(job), "--out", str(out), "--quiet", timeout=40)
+    assert done.returncode == 0, done.output
+    doc = json.loads(streampipe("report", str(out), "--json", timeout=30).stdout)
+    k = next(s for s in doc["stages"] if s["name"] == "k")
+    keys = [skewed(x) for x in range(N)]
+    per3 = Counter(key_replica(key, 3) for key in keys)
+    assert sorted(k["key_replica_items"]) == sorted(per3.values())
+    hot = max(per3.values()) / N  # 0.8: the hot key and a third of the others
+    assert k["bound"] == pytest.approx(1 / (hot * k["cost"]), rel=1e-9)
+    assert doc["bottleneck"]["stage"] == "k"
+    assert f"with {100 * hot:.0f}% of the items (routed by key)" in doc["bottleneck"]["reason"]
+    assert not any(a["kind"] == "capacity_small" for a in doc["advice"])
+    adv = next(a for a in doc["advice"] if a["kind"] == "replicas")
+    top = max(Counter(keys).values()) / N  # one key: no replica count splits it
+    assert adv["key_cap"] == pytest.approx(1 / (top * k["cost"]), rel=1e-9)
+    # the first count (dividing 2520) that leaves the hot key alone on its replica
+    first = next(r for r in range(4, BUCKETS + 1) if BUCKETS % r == 0
+                 and max(Counter(key_replica(key, r) for key in keys).values()) / N <= top)
+    assert adv["add_replicas"] == first - 3
