@@ -244,7 +244,7 @@ def pipeline_view(summary: dict[str, StageRow], plan: Plan | None = None) -> dic
     n = int(snk.items)
     period = (snk.t_end_last - snk.t_end_first) / (snk.events - 1) if snk.events > 1 else 0.0
     costs = [summary[k].cost for k in names]
-    period_bound = max(c / spread(summary[k]) for k, c in zip(names, costs, strict=True))
+    period_bound = max(c / summary[k].spread for k, c in zip(names, costs, strict=True))
     latency_bound = float(sum(costs))
     seen = snk.events and src.events
     makespan = float(snk.t_last - src.t_first) if seen else 0.0
@@ -266,11 +266,11 @@ def graph_bound(summary: dict[str, StageRow]) -> dict[str, Any] | None:
     n_src = sum(r.items for r in summary.values() if r.kind == "source")
     if n_src <= 0:
         return None
-    per = {k: r.cost * (r.items / n_src) / spread(r) for k, r in summary.items()}
+    per = {k: r.cost * (r.items / n_src) / r.spread for k, r in summary.items()}
     stage = max(per, key=lambda k: per[k])
     r = summary[stage]
-    reps = (f"{spread(r):.3g} replicas' worth (the hottest of {r.replicas} gets "
-            f"{100 / spread(r):.0f}% of the items, routed by key)" if _skewed(r) else
+    reps = (f"{r.spread:.3g} replicas' worth (the hottest of {r.replicas} gets "
+            f"{100 / r.spread:.0f}% of the items, routed by key)" if _skewed(r) else
             f"{r.replicas} replica{'s' if r.replicas > 1 else ''}")
     why = (f"t_i {1e3 * r.cost:.3f} ms x {r.items / n_src:.3g} items per source item / "
            f"{reps} = {1e3 * per[stage]:.3f} ms per source item, the largest over the stages")
@@ -330,7 +330,7 @@ def bottleneck(summary: dict[str, StageRow], graph: dict[str, Any] | None = None
     why = f"busy {100 * busy:.0f}% per replica"
     if _skewed(row):
         busy = load(name)
-        why += (f", its hottest replica {100 * busy:.0f}% with {100 / spread(row):.0f}% of the "
+        why += (f", its hottest replica {100 * busy:.0f}% with {100 / row.spread:.0f}% of the "
                 "items (routed by key)")
     if row.io > row.busy:
         mbps = row.io_bytes / max(row.io * row.window, 1e-12) / 1e6
@@ -349,14 +349,8 @@ def bottleneck(summary: dict[str, StageRow], graph: dict[str, Any] | None = None
             "bound": _finite(row.bound)}
 
 
-def spread(row: StageRow) -> float:
-    """The replicas' worth of a stage: its replicas, or for one routed by key the items over
-    its hottest replica's items (3 replicas, one with 80% of the items: 1.25)."""
-    return float(row.extra.get("key_spread", row.replicas))
-
-
 def _skewed(row: StageRow) -> bool:
-    return spread(row) < 0.9 * row.replicas
+    return row.spread < 0.9 * row.replicas
 
 
 def _finite(x: float) -> float | None:
@@ -369,7 +363,7 @@ def _key_replicas(b: str, rb: StageRow, counts: Mapping[int, int] | None, busy: 
     its share: more replicas help only as far as they split that replica's keys. From the key
     buckets (:mod:`streampipe.keyshare`) when the ranks counted them."""
     head = (f"stage `{b}` is the bottleneck (its hottest replica is busy {100 * busy:.0f}% with "
-            f"{100 / spread(rb):.0f}% of the items, routed by key)")
+            f"{100 / rb.spread:.0f}% of the items, routed by key)")
     advice: dict[str, Any] = {"kind": "replicas", "stage": b, "next_limit": nxt,
                               "next_limit_throughput": _finite(y)}
     if not counts:

@@ -527,7 +527,7 @@ def simulate(plan: Plan, times: Mapping[str, Dist] | Sequence[Dist], n_items: in
     outs = [int(_out_counts(int(counts[k]), flows[k].ratio).sum()) if k + 1 < ns
             else int(counts[k]) for k in range(ns)]
     res = _result(plan, n_items, Totals(counts, busy, blocked, sojourn, wait, t_first, t_last,
-                                        events), outs)
+                                        events), outs, weights)
     res.even = even
     return res
 
@@ -546,12 +546,14 @@ def _simulate_graph(plan: Plan, dists: list[Dist], flows: list[Flow], n_items: i
                              "pipelines only)")
     assign = _assign(weights, [n_items * m for m in per_round(plan.stages)])
     g = run_graph(plan.stages, dists, n_items, rng, chunk, latency, keep, assign)
-    return _result(plan, n_items, g, [int(c) for c in g.counts])
+    return _result(plan, n_items, g, [int(c) for c in g.counts], weights)
 
 
-def _result(plan: Plan, n_items: int, tot: Totals, outs: Sequence[int]) -> SimResult:
+def _result(plan: Plan, n_items: int, tot: Totals, outs: Sequence[int],
+            weights: Sequence[np.ndarray | None]) -> SimResult:
     """The report's per-stage rows from a simulation's per-stage totals (``outs``: the items
-    each stage passed on)."""
+    each stage passed on; ``weights``: a key-routed stage's items per replica, whose hottest
+    replica sets its bound as in a run's report)."""
     counts, busy, blocked, sojourn = tot.counts, tot.busy, tot.blocked, tot.sojourn
     wait, t_first, t_last = tot.wait, tot.t_first, tot.t_last
     makespan = float(t_last.max())
@@ -566,14 +568,17 @@ def _result(plan: Plan, n_items: int, tot: Totals, outs: Sequence[int]) -> SimRe
         service = float(busy[k]) / per
         span = max(makespan * s.replicas, 1e-12)  # every rank lives for the whole run
         b, bl = float(busy[k]) / span, float(blocked[k]) / span
+        w = weights[k]
+        extra = {} if w is None else {"key_spread": float(w.sum() / w.max())}
+        spread = extra.get("key_spread", s.replicas)
         summary[s.name] = StageRow(
             kind=s.kind, replicas=s.replicas, group=s.group, capacity=s.capacity, items=nk,
             items_out=out, window=window, t_first=float(t_first[k]), t_last=float(t_last[k]),
             throughput=lam, service=service, cost=service,
-            bound=s.replicas / service if service > 0 else float("inf"),
+            bound=spread / service if service > 0 else float("inf"),
             L=lam * W, lam=lam, W=W, queue_W=float(wait[k]) / per,
             queue_L=lam * float(wait[k]) / per, busy=b, starved=max(0.0, 1.0 - b - bl),
-            blocked=bl)
+            blocked=bl, extra=extra)
     return SimResult(summary, makespan, n_items, tot.events)
 
 
@@ -589,9 +594,10 @@ def format_result(res: SimResult, title: str) -> str:
             + "".join(f"{100 * x:>5.0f}%" for x in (r.busy, r.starved, r.blocked))
             + f"{1e3 * r.service:>9.3f}{r.bound:>10.1f}{r.L:>7.2f}{1e3 * r.W:>8.2f}"
             f"{r.queue_L:>7.2f}{1e3 * r.queue_W:>8.2f}")
-    # per source item, a stage needs t_i x (items it sees per source item) / replicas: on a
-    # chain without fan-out that is 1 / bound; a merge join or a fan-out sees more items
-    per = {n: r.service * r.items / max(res.items, 1) / r.replicas
+    # per source item, a stage needs t_i x (items it sees per source item) / replicas (its
+    # hottest replica's share, routed by key): on a chain without fan-out that is 1 / bound; a
+    # merge join or a fan-out sees more items
+    per = {n: r.service * r.items / max(res.items, 1) / r.spread
            for n, r in res.summary.items()}
     slow = max(per, key=lambda n: per[n])
     lines.append(f"bottleneck: stage {slow!r} ({1e3 * per[slow]:.3g} ms per source item, "

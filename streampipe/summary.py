@@ -61,6 +61,13 @@ class StageRow:
     edges: dict[str, dict[str, float]] = field(default_factory=dict)  # out-edge -> L, peak
     extra: dict[str, Any] = field(default_factory=dict)  # kind-specific (training: step_time)
 
+    @property
+    def spread(self) -> float:
+        """The stage's replicas' worth: its replicas, or for one routed by key whose hottest
+        replica gets more than its share, its items over that replica's items (3 replicas, one
+        with 80% of the items: 1.25), which sets its bound."""
+        return float(self.extra.get("key_spread", self.replicas))
+
     def to_dict(self) -> dict[str, Any]:
         """Plain data, ``extra`` merged in (what the run file and the JSON report hold)."""
         d = asdict(self)

@@ -102,6 +102,10 @@ def test_skewed_shares_give_the_hottest_replicas_rate(plan_of, times):
         # the hottest replica takes `hot` of the items at 6 ms each; every other stage is faster
         assert res.throughput == pytest.approx(1 / (hot * 6e-3), rel=0.01), reps
         assert not res.even
+        # its row's bound is the hottest replica's, as in a run's report, and the table's
+        # bottleneck line says so
+        assert res.summary["k"].bound == pytest.approx(1 / (hot * 6e-3), rel=1e-9)
+        assert f"bound {1 / (hot * 6e-3):.1f} source items/s" in format_result(res, "t")
         # the even spread would have said reps / 6 ms, the source's 1 ms cap at 6 replicas
         even = simulate(plan, const(**times), 3000)
         assert even.throughput == pytest.approx(min(reps / 6e-3, 1e3), rel=0.01)
