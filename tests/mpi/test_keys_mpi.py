@@ -18,6 +18,7 @@ from streampipe.sim import latency_from_run, pipeline_rate, simulate, times_from
 from streampipe.summary import rows
 from tests.mpiutil import streampipe
 from tests.stages import skewed
+from tests.unit.test_report_units import doc_schema, validate
 
 N = 300
 SKEW_JOB = f"""
@@ -88,6 +89,7 @@ def test_the_report_bounds_a_skewed_key_stage_by_its_hottest_replica(tmp_path):
     done = streampipe("run", str(job), "--out", str(out), "--quiet", timeout=40)
     assert done.returncode == 0, done.output
     doc = json.loads(streampipe("report", str(out), "--json", timeout=30).stdout)
+    validate(doc, doc_schema())  # the new row fields and advice fit the documented schema
     k = next(s for s in doc["stages"] if s["name"] == "k")
     keys = [skewed(x) for x in range(N)]
     per3 = Counter(key_replica(key, 3) for key in keys)
