@@ -91,12 +91,6 @@ def _rate(spec: JobSpec, times: Mapping[str, Dist], n_items: int, seed: int,
                     keys=keys).throughput
 
 
-def _hot(counts: Mapping[int, int], r: int) -> float:
-    """The share of a key-routed stage's items on its hottest of ``r`` replicas (r | 2520)."""
-    c = keyshare.replica_counts(counts, r)
-    return float(c.max() / c.sum())
-
-
 def _key_notes(keyed: Keys, plain: list[str], reps: Mapping[str, int],
                mean: Mapping[str, float]) -> list[str]:
     """What the advice owes about key-routed stages: a hot bucket that caps replication, and
@@ -104,13 +98,14 @@ def _key_notes(keyed: Keys, plain: list[str], reps: Mapping[str, int],
     notes = []
     for s, counts in keyed.items():
         r, top = reps[s], max(counts.values())
-        if _hot(counts, r) <= 1.01 / r:
+        hot = keyshare.hot_share(counts, r)
+        if hot <= 1.01 / r:
             continue  # the keys spread (about) evenly at this count
         # a bucket never splits, so no count goes below its share; the first count reaching it
         floor = next(d for d in range(1, keyshare.BUCKETS + 1) if keyshare.divides(d)
                      and keyshare.replica_counts(counts, d).max() == top)
         b = keyshare.hottest(counts)
-        notes.append(f"stage {s!r}: its hottest replica gets {100 * _hot(counts, r):.0f}% of "
+        notes.append(f"stage {s!r}: its hottest replica gets {100 * hot:.0f}% of "
                      f"its items at {r} replicas; one key bucket holds {100 * b:.0f}%, so it "
                      f"needs at least {1e3 * b * mean[s]:.3g} ms per source item "
                      f"({1 / (b * mean[s]) if mean[s] > 0 else float('inf'):.1f}/s) and more "
@@ -150,7 +145,7 @@ def advise(spec: JobSpec, times: Mapping[str, Dist], budget: int, n_items: int =
         if mean[s] <= 0:
             return float("inf")
         if s in keyed:
-            return 1 / (_hot(keyed[s], reps[s]) * mean[s])
+            return 1 / (keyshare.hot_share(keyed[s], reps[s]) * mean[s])
         return reps[s] / mean[s]
 
     def step(s: str) -> int:  # the next replica count a stage can take

@@ -21,8 +21,8 @@ import numpy as np
 
 from .routing import BUCKETS
 
-__all__ = ["BUCKETS", "sparse", "merge", "divides", "replica_counts", "hottest", "assign",
-           "counts_for"]
+__all__ = ["BUCKETS", "sparse", "merge", "divides", "replica_counts", "hot_share", "hottest",
+           "assign", "counts_for"]
 
 Buckets = Mapping[int, int]
 
@@ -60,6 +60,13 @@ def replica_counts(buckets: Buckets, replicas: int) -> np.ndarray | None:
     for b, c in buckets.items():
         out[int(b) % replicas] += int(c)
     return out if out.sum() > 0 else None
+
+
+def hot_share(buckets: Buckets, replicas: int) -> float:
+    """The share of the items on the hottest of ``replicas`` replicas (``replicas`` must
+    divide 2520 and the counts be non-empty)."""
+    c = replica_counts(buckets, replicas)
+    return float(c.max() / c.sum())
 
 
 def hottest(buckets: Buckets) -> float:

@@ -370,19 +370,17 @@ def _key_replicas(b: str, rb: StageRow, counts: Mapping[int, int] | None, busy: 
         return {**advice, "add_replicas": None, "throughput": None,
                 "text": head + "; more replicas help only as far as they split its keys (this "
                                "run file has no key counts)"}
-    total = sum(counts.values())
     top = keyshare.hottest(counts)
     cap = 1 / (top * rb.cost)  # a bucket never splits: no replica count beats this
     goal = min(y, cap)
     r = next((r for r in range(rb.replicas + 1, keyshare.BUCKETS + 1)
               if keyshare.divides(r)
-              and keyshare.replica_counts(counts, r).max() / total * rb.cost * goal <= 1 + 1e-9),
-             None)
+              and keyshare.hot_share(counts, r) * rb.cost * goal <= 1 + 1e-9), None)
     if r is None:  # the hottest bucket shares a replica at every count tried
         return {**advice, "add_replicas": None, "throughput": None, "key_cap": cap,
                 "text": head + f"; one key bucket holds {100 * top:.0f}% of its items: no "
                                f"replica count takes it past {cap:.0f}/s"}
-    x = min(1 / (keyshare.replica_counts(counts, r).max() / total * rb.cost), y)
+    x = min(1 / (keyshare.hot_share(counts, r) * rb.cost), y)
     text = head + f"; {r - rb.replicas} more replica(s) would raise throughput to ~{x:.0f}/s"
     text += (f", after which `{nxt}` limits at {y:.0f}/s" if y <= cap else
              f"; more cannot help: one key bucket holds {100 * top:.0f}% of its items "
