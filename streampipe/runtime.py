@@ -10,11 +10,9 @@ rank and item. The end-of-run collection is :mod:`streampipe.collect`.
 
 from __future__ import annotations
 
-import fcntl
 import os
 import socket
 import sys
-import termios
 import threading
 import time
 import traceback
@@ -24,6 +22,7 @@ from typing import Any, NoReturn
 
 from . import config
 from . import metrics as M
+from .abort import abort
 from .channel import FeedbackIn, InPort, OutPort, Taken
 from .collect import Collector
 from .edges import GROUP, LIVE, data_edge, feedback_edge
@@ -397,8 +396,7 @@ class RankRuntime:
                 if t0 is not None and time.perf_counter() - t0 > limit:
                     msg = self.describe(f"item took longer than timeout = {limit:g} s")
                     print(msg, file=sys.stderr, flush=True)
-                    _let_stderr_out()
-                    self.comm.Abort(1)
+                    abort(self.comm)
 
         threading.Thread(target=watch, daemon=True, name="streampipe-watchdog").start()
 
@@ -427,26 +425,6 @@ def resolve_options(opts: RunOptions, spec: JobSpec) -> RunOptions:
     a bad value is a :class:`~streampipe.config.ConfigError` naming the setting."""
     given = {n: getattr(opts, n) for n in config.RUN_SETTINGS}
     return replace(opts, **config.resolve_run(given, spec.settings))
-
-
-def _let_stderr_out(limit: float = 2.0, settle: float = 0.3) -> None:
-    """Wait until the launcher has read what this rank wrote to stderr (at most ``limit`` s).
-
-    ``MPI_Abort`` right after a print can lose the line: Hydra's proxy kills the job before it
-    has read the rank's stderr pipe (seen in 2 of 30 loaded runs). On Linux ``FIONREAD`` tells
-    how much of the pipe is still unread; ``settle`` covers the proxy's own forwarding hop."""
-    try:
-        fd = sys.stderr.fileno()
-        buf = bytearray(4)
-        end = time.monotonic() + limit
-        while time.monotonic() < end:
-            fcntl.ioctl(fd, termios.FIONREAD, buf)
-            if int.from_bytes(buf, sys.byteorder) == 0:
-                break
-            time.sleep(0.01)
-    except (OSError, ValueError):
-        pass  # not a pipe (a file, a terminal) or not POSIX: nothing can be lost on the way
-    time.sleep(settle)
 
 
 def run_rank(spec: JobSpec, comm: Any, opts: RunOptions | None = None) -> Any:
@@ -554,7 +532,4 @@ def _fail(rt: RankRuntime, exc: BaseException | None, failed_rank: int,
             print(f"streampipe: could not write the run file: {werr}", file=sys.stderr, flush=True)
     else:
         time.sleep(grace + 3.0)  # rank 0 aborts everyone once the run file is written
-    sys.stderr.flush()
-    _let_stderr_out()
-    rt.comm.Abort(1)
-    raise SystemExit(1)  # Abort does not return; if it ever did, run_rank must not go on
+    abort(rt.comm)

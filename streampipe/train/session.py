@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from ..abort import abort
 from ..events import as_events
 from ..runfile import versions, write
 from .checkpoint import load as load_checkpoint
@@ -110,9 +111,7 @@ def run_train(spec: Any, comm: Any, opts: Any) -> Any:
         print(f"{msg}{tb}", file=sys.stderr, flush=True)
         wire.abort_others(msg)
         time.sleep(0.5)  # let the abort messages leave before MPI_Abort tears everything down
-    sys.stderr.flush()
-    comm.Abort(1)
-    return None
+    abort(comm)
 
 
 class Session:
