@@ -349,29 +349,18 @@ def _out_counts(n: int, ratio: float) -> np.ndarray:
     return np.diff(done, prepend=0)
 
 
-@dataclass
-class _Chain:
-    """Per-stage totals of one 1:1 run of stages (see :func:`_run_chain`)."""
-
-    busy: np.ndarray
-    blocked: np.ndarray
-    sojourn: np.ndarray
-    wait: np.ndarray
-    t_first: np.ndarray
-    t_last: np.ndarray
-    ev: np.ndarray | None  # (5, stages, n) like a run's events, or None
-    end_last: np.ndarray  # per item: end of service at the last stage
-    sent_last: np.ndarray  # per item: send time at the last stage
-
-
 def _run_chain(stages: Sequence[Any], dists: Sequence[Dist], n: int, rng: np.random.Generator,
                chunk: int, latency: float, keep: bool,
                arrivals: np.ndarray | None = None,
-               assign: Sequence[np.ndarray | None] | None = None) -> _Chain:
+               assign: Sequence[np.ndarray | None] | None = None,
+               ) -> tuple[Totals, np.ndarray, np.ndarray]:
     """The max-plus recurrence over a run of 1:1 stages. ``arrivals`` (per item, or None for a
     source at the head) is when each item reaches the first stage; nothing after the last stage
     holds it back (the caller cuts chains only where the item count changes). ``assign[k]``:
-    the replica of each item at a key-routed stage ``k`` (else the first free one)."""
+    the replica of each item at a key-routed stage ``k`` (else the first free one).
+
+    Returns the stages' totals and, per item, the end of service and the send time at the last
+    stage (what the next piece of a cut chain starts from)."""
     ns = len(stages)
     reps = np.array([s.replicas for s in stages])
     roff = np.concatenate([[0], np.cumsum(reps)[:-1]])  # first server slot of each stage
@@ -435,7 +424,13 @@ def _run_chain(stages: Sequence[Any], dists: Sequence[Dist], n: int, rng: np.ran
             end_last[i], sent_last[i] = E[-1], D[-1]
             if ev is not None:
                 ev[1:, :, i] = A, S, E, D
-    return _Chain(busy, blocked, sojourn, wait, t_first, t_last, ev, end_last, sent_last)
+    events: dict[str, np.ndarray] = {}
+    if ev is not None:
+        ev[0] = np.arange(n)
+        events = {s.name: ev[:, k, :].T.copy() for k, s in enumerate(stages)}
+    counts = np.full(ns, n, dtype=np.int64)
+    tot = Totals(counts, busy, blocked, sojourn, wait, t_first, t_last, events)
+    return tot, end_last, sent_last
 
 
 def _key_weights(plan: Plan, keys: Mapping[str, Mapping[int, int]] | None
@@ -493,41 +488,31 @@ def simulate(plan: Plan, times: Mapping[str, Dist] | Sequence[Dist], n_items: in
         return res
     # cut the pipeline after every stage that changes the item count: each piece is 1:1
     cuts = [k + 1 for k in range(ns - 1) if flows[k].changes]
-    counts = np.zeros(ns, dtype=np.int64)
-    busy, blocked, sojourn, wait = (np.zeros(ns) for _ in range(4))
-    t_first, t_last = np.zeros(ns), np.zeros(ns)
-    events: dict[str, np.ndarray] = {}
+    tot = Totals.empty(ns)
     n, arrivals = n_items, None
     for a, b in zip([0, *cuts], [*cuts, ns], strict=True):
-        counts[a:b] = n
         if n == 0:  # everything dropped upstream: these stages see nothing
             continue
-        ch = _run_chain(plan.stages[a:b], dists[a:b], n, rng, chunk, latency, keep, arrivals,
-                        _assign(weights[a:b], [n] * (b - a)))
-        for tot, part in ((busy, ch.busy), (blocked, ch.blocked), (sojourn, ch.sojourn),
-                          (wait, ch.wait), (t_first, ch.t_first), (t_last, ch.t_last)):
-            tot[a:b] = part
-        if ch.ev is not None:
-            ch.ev[0] = np.arange(n)
-            events.update({plan.stages[k].name: ch.ev[:, k - a, :].T.copy()
-                           for k in range(a, b)})
+        part, end_last, sent_last = _run_chain(plan.stages[a:b], dists[a:b], n, rng, chunk,
+                                               latency, keep, arrivals,
+                                               _assign(weights[a:b], [n] * (b - a)))
+        tot.put(a, part)
         if b == ns:
             break
         f = flows[b - 1]
         per_input = _out_counts(n, f.ratio)
         if f.barrier:
             # everything comes out of finish(): after the last input was handled, plus its time
-            busy[b - 1] += f.finish
-            release = float(ch.end_last.max()) + f.finish
+            tot.busy[b - 1] += f.finish
+            release = float(end_last.max()) + f.finish
             n = int(per_input.sum())
             arrivals = np.full(n, release + latency)
         else:
-            arrivals = np.repeat(ch.sent_last, per_input) + latency
+            arrivals = np.repeat(sent_last, per_input) + latency
             n = len(arrivals)
-    outs = [int(_out_counts(int(counts[k]), flows[k].ratio).sum()) if k + 1 < ns
-            else int(counts[k]) for k in range(ns)]
-    res = _result(plan, n_items, Totals(counts, busy, blocked, sojourn, wait, t_first, t_last,
-                                        events), outs, weights)
+    outs = [int(_out_counts(int(tot.counts[k]), flows[k].ratio).sum()) if k + 1 < ns
+            else int(tot.counts[k]) for k in range(ns)]
+    res = _result(plan, n_items, tot, outs, weights)
     res.even = even
     return res
 

@@ -54,6 +54,18 @@ class Totals:
     t_last: np.ndarray
     events: dict[str, np.ndarray]  # stage -> (items, 5) like a run's, when kept
 
+    @classmethod
+    def empty(cls, ns: int) -> Totals:
+        """Zero totals for ``ns`` stages (a stage nothing reaches keeps them)."""
+        return cls(np.zeros(ns, dtype=np.int64), *(np.zeros(ns) for _ in range(6)), {})
+
+    def put(self, a: int, part: Totals) -> None:
+        """Take in ``part``, the totals of the stages ``a, a + 1, ...`` of a chain."""
+        b = a + len(part.busy)
+        for name in ("counts", "busy", "blocked", "sojourn", "wait", "t_first", "t_last"):
+            getattr(self, name)[a:b] = getattr(part, name)
+        self.events.update(part.events)
+
 
 def _order(stages: Sequence[Any]) -> tuple[int, ...]:
     """Stages in an order where each comes after the stages it reads."""
