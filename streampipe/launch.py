@@ -8,20 +8,24 @@ ranks the job needs.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 from . import config
 
 __all__ = ["Launcher", "under_mpi", "find_mpiexec", "launcher", "mpiexec_command", "launch",
-           "host_cores", "rank_limit", "check_ranks"]
+           "host_cores", "rank_limit", "check_ranks", "FORWARDED"]
 
 # Set by MPICH/Hydra, Open MPI, PMIx (Open MPI 5, srun --mpi=pmix), PMI-2 (srun), MVAPICH,
 # Intel MPI.
@@ -153,27 +157,122 @@ def check_ranks(n: int, allowed: int | None = None) -> None:
                          f"or allow it with --max-ranks {n} (or STREAMPIPE_MAX_RANKS={n})")
 
 
+# Signals the launcher passes on to mpiexec, and how: Hydra ends the ranks at once on SIGTERM
+# (no run file) but forwards SIGINT to them, which stops them the way Ctrl-C does (a one-line
+# message and a partial run file, in about a second; MPI-NOTES.md). So every one of these
+# reaches mpiexec as SIGINT; SIGTERM follows if it has not ended after ESCALATE seconds, then
+# SIGKILL.
+FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+ESCALATE = 10.0
+PR_SET_PDEATHSIG = 1
+
+
+def _pdeathsig() -> Callable[[], None] | None:
+    """A ``preexec_fn`` that has the kernel send SIGTERM to mpiexec when the launcher dies (even
+    by SIGKILL): Linux only, None elsewhere. The libc function is looked up here, before the
+    fork: the child only makes the call."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    parent = os.getpid()
+
+    def child() -> None:
+        prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+        if os.getppid() != parent:  # the launcher died before the call: nobody would tell us
+            os._exit(128 + signal.SIGTERM)
+
+    return child
+
+
+def _tty_foreground() -> bool:
+    """True when this process is in its terminal's foreground group: a SIGINT then most likely
+    came from Ctrl-C, which the terminal sent to mpiexec (and the ranks) as well."""
+    try:
+        fd = os.open("/dev/tty", os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        return os.tcgetpgrp(fd) == os.getpgrp()
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+
+
+class _Forwarder:
+    """Passes the launcher's SIGINT/SIGTERM/SIGHUP on to mpiexec while it runs (main thread
+    only: elsewhere Python cannot install handlers, and the defaults stay)."""
+
+    def __init__(self, proc: subprocess.Popen) -> None:
+        self.proc = proc
+        self.signum: int | None = None
+        self.deadline = float("inf")
+        self.saved: dict[int, Any] = {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in FORWARDED:
+                self.saved[sig] = signal.signal(sig, self._handle)
+
+    def _send(self, sig: int) -> None:
+        try:
+            self.proc.send_signal(sig)
+        except OSError:  # it has just ended
+            pass
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.signum is not None:  # asked twice: do not wait for a clean stop
+            self._send(signal.SIGTERM)
+            return
+        self.signum = signum
+        self.deadline = time.monotonic() + ESCALATE
+        if signum == signal.SIGINT and _tty_foreground():
+            return  # Ctrl-C: mpiexec has its own SIGINT; a second one means "force abort"
+        try:
+            name = signal.Signals(signum).name
+            print(f"streampipe run: got {name}: stopping the ranks", file=sys.stderr,
+                  flush=True)
+        except OSError:  # the terminal has gone (SIGHUP)
+            pass
+        self._send(signal.SIGINT)
+
+    def wait(self) -> int:
+        """mpiexec's exit code, escalating to SIGTERM, then SIGKILL, ESCALATE seconds apart once
+        a signal has come."""
+        steps = [signal.SIGTERM, signal.SIGKILL]
+        while True:
+            try:
+                return self.proc.wait(timeout=0.2)
+            except subprocess.TimeoutExpired:
+                pass
+            if steps and time.monotonic() > self.deadline:
+                self._send(steps.pop(0))
+                self.deadline += ESCALATE
+
+    def restore(self) -> None:
+        for sig, old in self.saved.items():
+            signal.signal(sig, old)
+
+
 def launch(n: int, argv: list[str], extra: list[str] | None = None,
            on_line: Callable[[str], None] | None = None) -> int:
-    """Run ``argv`` under ``mpiexec -n n`` and return its exit code. With ``on_line`` the ranks'
-    stdout and stderr come line by line through it (the live table owns the terminal)."""
+    """Run ``argv`` under ``mpiexec -n n`` and return its exit code, or 128 + N when the
+    launcher got signal N (SIGINT, SIGTERM, SIGHUP: passed on to mpiexec, see
+    :data:`FORWARDED`). With ``on_line`` the ranks' stdout and stderr come line by line through
+    it (the live table owns the terminal)."""
     cmd = mpiexec_command(n, argv, extra)
-    if on_line is None:
-        proc = subprocess.Popen(cmd)
-    else:
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                text=True, bufsize=1)
+    pipe = {} if on_line is None else {"stdout": subprocess.PIPE, "stderr": subprocess.STDOUT,
+                                      "text": True, "bufsize": 1}
+    proc = subprocess.Popen(cmd, preexec_fn=_pdeathsig(), **pipe)
+    forward = _Forwarder(proc)
+    if on_line is not None:
         reader = threading.Thread(target=lambda: [on_line(x) for x in proc.stdout], daemon=True)
         reader.start()
     try:
-        rc = proc.wait()
+        rc = forward.wait()
         if on_line is not None:
             reader.join(10)
-        return rc
-    except KeyboardInterrupt:
-        proc.terminate()
-        try:
-            return proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            return proc.wait()
+    finally:
+        forward.restore()
+    return rc if forward.signum is None else 128 + forward.signum
