@@ -126,6 +126,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         argv.append("--quiet")
     n_ranks = train_ranks(spec) if spec.train is not None else spec.ranks
     launch.check_ranks(n_ranks, args.max_ranks)
+    launch.check_out(out)
     live.live_path(out).unlink(missing_ok=True)  # a watcher must not show an earlier run's
     if sys.stdout.isatty() and not args.quiet and spec.train is None:
         rc = _launch_live(n_ranks, argv, args.mpiexec_arg, out)

@@ -23,9 +23,10 @@ from pathlib import Path
 from typing import Any
 
 from . import config
+from .live import live_path
 
 __all__ = ["Launcher", "under_mpi", "find_mpiexec", "launcher", "mpiexec_command", "launch",
-           "host_cores", "rank_limit", "check_ranks", "FORWARDED"]
+           "host_cores", "rank_limit", "check_ranks", "check_out", "FORWARDED"]
 
 # Set by MPICH/Hydra, Open MPI, PMIx (Open MPI 5, srun --mpi=pmix), PMI-2 (srun), MVAPICH,
 # Intel MPI.
@@ -155,6 +156,29 @@ def check_ranks(n: int, allowed: int | None = None) -> None:
                if allowed is None else f"more than the allowed {allowed}")
         raise ValueError(f"the job needs {n} ranks, {why}: check stages' replicas and group, "
                          f"or allow it with --max-ranks {n} (or STREAMPIPE_MAX_RANKS={n})")
+
+
+def check_out(out: str) -> None:
+    """Refuse a run file path the ranks could not write, before any rank starts: the run creates
+    missing directories and ``RUN.h5.live.jsonl`` beside the run file, so this does the same
+    (the probe file is removed again; ``streampipe run`` removes a stale one anyway)."""
+    p = Path(out)
+    if p.is_dir():
+        raise ValueError(f"--out {out}: is a directory (give the run file's name)")
+    probe = live_path(out)
+    there = next(d for d in [p.parent, *p.parent.parents] if d.exists())
+    if not there.is_dir():
+        raise ValueError(f"--out {out}: {there} is not a directory")
+    try:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        with open(probe, "w"):
+            pass
+        probe.unlink()
+        if p.exists() and not os.access(p, os.W_OK):
+            raise PermissionError(f"{out} is not writable")
+    except OSError as exc:
+        why = exc.strerror or str(exc)
+        raise ValueError(f"--out {out}: cannot write the run file there ({why})") from None
 
 
 # Signals the launcher passes on to mpiexec, and how: Hydra ends the ranks at once on SIGTERM
