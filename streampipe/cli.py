@@ -68,6 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
     watch = sub.add_parser("watch", help="follow a running job's live view (RUN.h5 or its "
                            ".live.jsonl), from any shell that sees the file")
     watch.add_argument("runfile")
+    watch.add_argument("--wait", type=float, default=60.0, metavar="SECONDS",
+                       help="give up after this long with no live file, or no new record in "
+                            "it (default 60)")
 
     plan = sub.add_parser("plan", help="print which rank runs what (no MPI needed)")
     _job_args(plan)
@@ -231,16 +234,37 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_watch(args: argparse.Namespace) -> int:
-    """``streampipe watch RUN.h5``: the live table until the run ends (its status sets the
-    exit code: 0 ok, 1 failed)."""
+    """``streampipe watch RUN.h5 [--wait S]``: the live table until the run ends (its status
+    sets the exit code: 0 ok, 1 failed or gone silent, 2 nothing to watch)."""
     path = Path(args.runfile)
     path = path if path.suffix == ".jsonl" else live.live_path(args.runfile)
-    if not path.exists():
-        print(f"streampipe watch: waiting for {path} ...", file=sys.stderr, flush=True)
+    run = live.run_path(path)
+    if not path.parent.is_dir():
+        raise FileNotFoundError(f"no folder {str(path.parent)!r}: no run writes {path} there")
+    if not path.exists() and not run.exists():
+        print(f"streampipe watch: waiting up to {args.wait:g} s for {path} (the run writes it "
+              "as it starts; --wait to change) ...", file=sys.stderr, flush=True)
     try:
-        status = live.watch(path)
+        found = live.appear(path, run, args.wait)
+        if found == "none":
+            raise FileNotFoundError(f"no run wrote {path} within {args.wait:g} s (--wait)")
+        if found == "finished":
+            status = runfile.status(str(run))
+            print(f"streampipe watch: {run} is a finished run (status {status or 'unknown'}) "
+                  f"with no live file: nothing to watch; `streampipe report {run}` shows it",
+                  file=sys.stderr)
+            return 0 if status == "ok" else 1
+        status = live.watch(path, stop=live.idle_for(path, args.wait))
     except KeyboardInterrupt:
         return 130
+    if not status:
+        print(f"streampipe watch: {path} has had no new record for {args.wait:g} s and no end "
+              "marker: the run stopped without finishing (killed?) or is stalled",
+              file=sys.stderr)
+        return 1
+    if not live.has_records(path):
+        print(f"streampipe watch: the run ended (status {status}) before its first live record "
+              f"(one comes a second); `streampipe report {run}` shows it", file=sys.stderr)
     return 0 if status == "ok" else 1
 
 

@@ -25,7 +25,8 @@ import numpy as np
 from .metrics import STATES
 from .plan import Plan
 
-__all__ = ["EVERY", "LiveSender", "LiveCollector", "live_path", "follow", "watch", "snapshot"]
+__all__ = ["EVERY", "LiveSender", "LiveCollector", "live_path", "run_path", "follow", "watch",
+           "snapshot", "appear", "idle_for", "has_records"]
 
 EVERY = 1.0  # seconds between snapshots
 FIELDS = ("items", "rate", *STATES, "held")
@@ -35,6 +36,13 @@ def live_path(run_file: str) -> Path:
     """The JSON-lines file of a run file: ``RUN.h5.live.jsonl`` beside it."""
     p = Path(run_file)
     return p.with_name(p.name + ".live.jsonl")
+
+
+def run_path(live_file: Path) -> Path:
+    """The run file a live file belongs to (``RUN.h5`` of ``RUN.h5.live.jsonl``)."""
+    name = live_file.name
+    return live_file.with_name(name[:-len(".live.jsonl")] if name.endswith(".live.jsonl")
+                               else name)
 
 
 def snapshot(rec: Any, now: float) -> tuple:
@@ -184,6 +192,41 @@ def follow(path: Path, stop: Callable[[], bool] = lambda: False, poll: float = 0
             return
         else:
             time.sleep(poll)
+
+
+def appear(path: Path, run_file: Path, wait: float, poll: float = 0.2) -> str:
+    """Wait up to ``wait`` s for a live file: "live" once it is there, "finished" when instead
+    its run file is (a run without a live view: ``live = false``, or one from before it), "none"
+    when neither came."""
+    end = time.monotonic() + wait
+    while True:
+        if path.exists():
+            return "live"
+        if run_file.exists():
+            return "finished"
+        if time.monotonic() >= end:
+            return "none"
+        time.sleep(poll)
+
+
+def idle_for(path: Path, seconds: float) -> Callable[[], bool]:
+    """A ``stop`` for :func:`follow`: true once ``path`` has not grown for ``seconds`` (a run
+    writes a record a second; one killed never writes its end marker)."""
+    def stop() -> bool:
+        try:
+            return time.time() - path.stat().st_mtime > seconds
+        except OSError:
+            return True
+    return stop
+
+
+def has_records(path: Path) -> bool:
+    """True when a live file holds at least one record besides its end marker."""
+    try:
+        with open(path) as f:
+            return any(line.strip() and not json.loads(line).get("end") for line in f)
+    except (OSError, ValueError):
+        return False
 
 
 def table(rec: dict[str, Any]) -> Any:
