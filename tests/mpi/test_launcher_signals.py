@@ -101,3 +101,62 @@ def runfile_live_records(out: Path) -> int:
         return sum(1 for line in open(str(out) + ".live.jsonl") if '"stages"' in line)
     except OSError:
         return 0
+
+
+def test_ctrl_c_on_a_terminal_stops_the_ranks_once_without_mpiexecs_banner(tmp_path):
+    """Ctrl-C reaches the launcher, mpiexec and the ranks together: the launcher must not add a
+    signal of its own (a SIGTERM made mpiexec kill the ranks before rank 0 wrote the partial run
+    file, and print its BAD TERMINATION banner; a second SIGINT means "force abort" to Hydra)."""
+    import pty
+    import select
+
+    jobf = tmp_path / "sig.toml"
+    jobf.write_text(JOB)
+    out = tmp_path / f"sigjob-{os.getpid()}-tty.h5"
+    env = _env()
+    pid, fd = pty.fork()  # the child's controlling terminal, and it is in the foreground
+    if pid == 0:
+        try:
+            os.chdir(ROOT)
+            os.execve(sys.executable, [sys.executable, "-m", "streampipe", "run", str(jobf),
+                                       "--out", str(out)], env)
+        finally:
+            os._exit(127)  # never back into pytest in the child
+    text = b""
+
+    def drain(seconds: float) -> None:
+        nonlocal text
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            if select.select([fd], [], [], 0.05)[0]:
+                try:
+                    text += os.read(fd, 1 << 16)
+                except OSError:  # the child has closed the terminal
+                    return
+
+    status = None
+    try:
+        end = time.monotonic() + 40
+        while runfile_live_records(out) == 0 and time.monotonic() < end:
+            drain(0.1)
+        assert runfile_live_records(out) > 0, "the job did not start"
+        t0 = time.monotonic()
+        os.write(fd, b"\x03")
+        while status is None and time.monotonic() - t0 < GONE_LIMIT + 5:
+            drain(0.1)
+            done, st = os.waitpid(pid, os.WNOHANG)
+            status = st if done else None
+        dt = time.monotonic() - t0
+    finally:
+        if status is None:
+            os.killpg(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+        for p in job_pids(out.name, pid):
+            os.kill(p, signal.SIGKILL)
+        os.close(fd)
+    shown = text.decode(errors="replace")
+    print(f"Ctrl-C: launcher exited after {dt:.2f} s")
+    assert status is not None, f"the launcher did not end:\n{shown[-2000:]}"
+    assert os.waitstatus_to_exitcode(status) == 128 + signal.SIGINT
+    assert "streampipe: interrupted (Ctrl-C)" in shown and "BAD TERMINATION" not in shown
+    assert runfile.status(str(out)) == "failed"
