@@ -454,7 +454,13 @@ def run_rank(spec: JobSpec, comm: Any, opts: RunOptions | None = None) -> Any:
             rt.stage.close()
         except Exception:  # noqa: BLE001
             pass
-    return _finish(rt, result)
+    try:
+        return _finish(rt, result)
+    except AbortRequested as exc:
+        # a rank that finished its stream early (a source) learns of a later failure here
+        _fail(rt, None, exc.source, exc.message)
+    except BaseException as exc:  # noqa: BLE001 - the others wait for this rank: never leave
+        _fail(rt, exc, rank)
 
 
 def _finish(rt: RankRuntime, result: Any) -> Any:
