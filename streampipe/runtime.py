@@ -35,7 +35,7 @@ from .keyshare import sparse
 from .live import LiveCollector, LiveSender, live_path
 from .loops import Loop
 from .plan import Plan, Role, make_plan
-from .resume import Checkpointer, ResumePoint
+from .resume import Checkpointer, ResumePoint, identity
 from .routing import BUCKETS, key_hash
 from .stage import Context, Sink, Source
 from .staging import Staging
@@ -344,7 +344,7 @@ class RankRuntime:
             hwm, state = self.opts.resume.sinks.get(name, (self.plan.start_seq, None))
             one = len(self.plan.sinks) == 1
             self.ckpt = Checkpointer(self.opts.out, None if one else name, hwm,
-                                     self.opts.checkpoint_every)
+                                     self.opts.checkpoint_every, identity(self.spec))
             if state is not None:
                 stage.restore(state)
             # at once: a resume finds a checkpoint of every sink, even of one that had not
