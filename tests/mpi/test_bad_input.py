@@ -90,9 +90,10 @@ def test_job_field_errors_name_the_field(table, pattern):
 
 
 @pytest.mark.parametrize("uses,pattern", [
-    ("tests.stages_durable:NotAStage", r"stages\[1\] \(sq\): .*NotAStage.* is not a streampipe "
-                                       r"Stage"),
-    ("tests.stages_durable:Misspelled", r"stages\[1\] \(sq\): stage Misspelled does not define "
+    ("tests.stages_durable:NotAStage", r"stages\[1\]\.uses \(sq\): class NotAStage is not a "
+                                       r"streampipe Stage"),
+    ("tests.stages_durable:Misspelled", r"stages\[1\]\.uses \(sq\): stage Misspelled does not "
+                                        r"define "
                                         r"process\(\) \(found 'proccess'; did you mean "
                                         r"'process'\?\)"),
 ])
