@@ -438,9 +438,11 @@ def run_rank(spec: JobSpec, comm: Any, opts: RunOptions | None = None) -> Any:
     size, rank = comm.Get_size(), comm.Get_rank()
     if size != plan.size:
         # every rank says it: under a batch system each rank's stderr may land in its own file
-        print(f"streampipe: rank {rank}: job {spec.name!r} needs {plan.size} ranks (sum of "
-              f"replicas x group over its stages) but was started with {size}",
-              file=sys.stderr, flush=True)
+        # one write per line: several ranks' lines interleave on a shared stderr otherwise
+        sys.stderr.write(f"streampipe: rank {rank}: job {spec.name!r} needs {plan.size} ranks "
+                         f"(sum of replicas x group over its stages) but was started with "
+                         f"{size}\n")
+        sys.stderr.flush()
         raise SystemExit(2)
     rt = RankRuntime(spec, plan, comm, opts)
     try:
