@@ -104,16 +104,20 @@ def short_text(plan: Plan, summary: dict[str, StageRow],
 def print_rich(doc: dict[str, Any], summary: dict[str, StageRow]) -> None:
     """The report of ``streampipe report`` on stdout (rich is imported only here)."""
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
+    from rich.text import Text
 
     # a pipe or a file gets the full table, not rich's 80-column default
     con = Console() if sys.stdout.isatty() else Console(width=200)
     run = doc["run"]
     style = "green" if run["status"] == "ok" else "bold red"
-    con.print(f"run [bold]{run['job']}[/]: [{style}]{run['status']}[/], {run['ranks']} ranks on "
-              f"{', '.join(h for h in run['hosts'] if h)}, wall {run['wall_time'] or 0:.2f} s")
+    hosts = escape(", ".join(h for h in run["hosts"] if h))
+    con.print(f"run [bold]{escape(str(run['job']))}[/]: [{style}]{run['status']}[/], "
+              f"{run['ranks']} ranks on {hosts}, wall {run['wall_time'] or 0:.2f} s")
     if run["error"]:
-        con.print(f"[red]error:[/] {run['error']}", markup=False, highlight=False)
+        # the message is the run's, not markup: its brackets print as they are
+        con.print(Text.assemble(("error:", "red"), " ", run["error"]), highlight=False)
     head, rows = table_rows(summary)
     bn = doc["bottleneck"].get("stage")
     t = Table(title="stages", header_style="bold")

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from streampipe import report, runfile
+from streampipe.cli import main
 from streampipe.summary import pipeline_rate, rows
 from streampipe.textreport import _conclusions, table_rows
 from tests.unit.test_report_units import doc_schema, synthetic_run, validate
@@ -83,3 +84,19 @@ def test_run_file_summary_and_pipeline_rate_stay_unknown(tmp_path):
     for r in back.values():
         r.t_first = r.t_last = math.nan
     assert math.isnan(pipeline_rate(back))
+
+
+def test_failed_run_report_prints_the_error_without_markup(tmp_path, capsys):
+    plan, ranks = stampless(2)
+    summary = report.summarize(plan, ranks)
+    error = "streampipe: stage 's1' (replica 0 of 1) on rank 1 failed: KeyError: '[x]'"
+    path = tmp_path / "f.h5"
+    runfile.write(str(path), {"plan": plan.to_dict(), "ranks": len(ranks), "job_name": "syn",
+                              "status": "failed", "error": error},
+                  ranks, {k: r.to_dict() for k, r in summary.items()})
+    assert main(["report", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert f"error: {error}" in out  # the message exactly, its own brackets included
+    assert "[red]" not in out and "[/]" not in out
+    line = next(x for x in out.splitlines() if x.startswith("│ s2"))
+    assert line.count(" - ") >= 4 and "e+" not in out
