@@ -26,8 +26,8 @@ from .metrics import STATES
 from .plan import Plan, StagePlan
 from .summary import StageRow, per_span
 
-__all__ = ["SCHEMA_VERSION", "analyze", "bottleneck", "per_host", "reduce_events",
-           "serial_fraction", "summarize"]
+__all__ = ["SCHEMA_VERSION", "analyze", "bottleneck", "fixed_replicas", "per_host",
+           "reduce_events", "serial_fraction", "summarize"]
 
 SCHEMA_VERSION = 1
 LITTLE_TOLERANCE = 0.05  # a larger |L - lambda W| / L is a measurement problem
@@ -395,8 +395,41 @@ def _key_replicas(b: str, rb: StageRow, counts: Mapping[int, int] | None, busy: 
             "text": text}
 
 
+def fixed_replicas(plan: Plan) -> dict[str, str]:
+    """The stages whose replica count advice must leave alone, each with the reason: a source
+    of an ordered pipeline (the job loader refuses to replicate it: a replicated source has no
+    single order) and every sink (its ``result()`` is the job's result, and with
+    ``pipeline.checkpoint`` the loader refuses a replicated one). Used by the report's advice
+    and by ``simulate --advise``."""
+    out = {}
+    for st in plan.stages:
+        if st.kind == "source" and plan.ordered:
+            out[st.name] = ("a source of an ordered pipeline runs as one replica (a replicated "
+                            "source has no single order)")
+        elif st.kind == "sink":
+            out[st.name] = "a sink runs as one replica (its result() is the job's result)"
+    return out
+
+
+# an unordered pipeline may replicate its source, but every replica runs generate() itself
+_SPLIT = (" (each source replica runs its own generate(): it must split the stream by "
+          "ctx.replica, or the items come once per replica)")
+
+
+def _fixed_advice(b: str, rb: StageRow, busy: float, why: str) -> dict[str, Any]:
+    """The bottleneck cannot take replicas: what bounds throughput, and what can help."""
+    work = {"source": "generate()", "sink": "consume()"}.get(rb.kind, "process()")
+    cap = f", bound {rb.bound:.0f}/s" if math.isfinite(rb.bound) else ""
+    return {"kind": "replicas", "stage": b, "add_replicas": None, "throughput": None,
+            "next_limit": None, "next_limit_throughput": None, "fixed": why,
+            "text": f"stage `{b}` is the bottleneck (busy {100 * busy:.0f}%{cap}); {why}, so "
+                    f"more replicas are not an option: make its {work} cheaper per item, or "
+                    "pass fewer, larger items (per-item costs amortise)"}
+
+
 def _advice(names: list[str], summary: dict[str, StageRow], bn: dict, pipe: dict, e2e: dict,
-            flags: list[dict], keys: Mapping[str, Mapping[int, int]]) -> list[dict[str, Any]]:
+            flags: list[dict], keys: Mapping[str, Mapping[int, int]],
+            fixed: Mapping[str, str]) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     b = bn["stage"]
     if b is None:
@@ -406,7 +439,9 @@ def _advice(names: list[str], summary: dict[str, StageRow], bn: dict, pipe: dict
     others = [n for n in names if n != b]
     nxt = min(others, key=lambda n: summary[n].bound) if others else None
     y = summary[nxt].bound if nxt else math.inf
-    if _skewed(rb) and rb.cost > 0:
+    if b in fixed:
+        out.append(_fixed_advice(b, rb, bn["busy"], fixed[b]))
+    elif _skewed(rb) and rb.cost > 0:
         out.append(_key_replicas(b, rb, keys.get(b), bn["busy"], nxt, y))
     elif rb.cost > 0 and math.isfinite(y):
         need = max(rb.replicas + 1, math.ceil(y * rb.cost - 1e-9))
@@ -415,13 +450,15 @@ def _advice(names: list[str], summary: dict[str, StageRow], bn: dict, pipe: dict
                     "throughput": x, "next_limit": nxt, "next_limit_throughput": y,
                     "text": f"stage `{b}` is the bottleneck (busy {100 * bn['busy']:.0f}%); "
                             f"{need - rb.replicas} more replica(s) would raise throughput to "
-                            f"~{x:.0f}/s, after which `{nxt}` limits at {y:.0f}/s"})
+                            f"~{x:.0f}/s, after which `{nxt}` limits at {y:.0f}/s"
+                            + _SPLIT * (rb.kind == "source")})
     elif rb.cost > 0:
         out.append({"kind": "replicas", "stage": b, "add_replicas": 1,
                     "throughput": (rb.replicas + 1) / rb.cost, "next_limit": None,
                     "next_limit_throughput": None,
                     "text": f"stage `{b}` is the bottleneck (busy {100 * bn['busy']:.0f}%); "
-                            "throughput grows with its replicas until another stage limits"})
+                            "throughput grows with its replicas until another stage limits"
+                            + _SPLIT * (rb.kind == "source")})
     blocked = [n for n in names[:i] if summary[n].blocked > NOTICEABLE]
     # a skewed key's cold replicas starve whatever the capacity
     if rb.starved > NOTICEABLE and blocked and not _skewed(rb):
@@ -506,7 +543,8 @@ def analyze(plan: Plan, ranks: Ranks, meta: dict | None = None,
         flags.append({"where": "end_to_end", "residual": e2e["little_residual"]})
     bn = bottleneck(summary, pipe.get("graph_bound"))
     doc["serial"] = serial_fraction(names, summary)
-    advice = _advice(names, summary, bn, pipe, e2e, flags, keyshare.merge(ranks))
+    advice = _advice(names, summary, bn, pipe, e2e, flags, keyshare.merge(ranks),
+                     fixed_replicas(plan))
     _note_cores(advice, ranks)
     doc["per_host"] = per_host(plan, ranks)
     doc.update(pipeline=pipe, edges=edges, end_to_end=e2e, bottleneck=bn, advice=advice,
@@ -534,7 +572,7 @@ def _note_cores(advice: list[dict[str, Any]], ranks: Ranks) -> None:
             per_host.setdefault(d.get("host", "?"), []).append(int(d["cpus"]))
     over = [(h, len(c), c[0]) for h, c in per_host.items() if len(c) >= c[0]]
     for a in advice:
-        if a["kind"] == "replicas" and over:
+        if a["kind"] == "replicas" and a["add_replicas"] and over:
             h, n, cpus = over[0]
             a["cores_note"] = {"host": h, "ranks": n, "cpus": cpus}
             a["text"] += (f" (given a free core per rank: host {h} already runs {n} ranks on "
