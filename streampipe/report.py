@@ -524,6 +524,7 @@ def analyze(plan: Plan, ranks: Ranks, meta: dict | None = None,
         "stages": [{"name": n, **{k: v for k, v in summary[n].to_dict().items()
                                   if k != "edges"}} for n in names],
         "ranks": [_rank_row(r, d) for r, d in enumerate(ranks) if d is not None],
+        "result": meta.get("result"),  # the job's result as the run file stores it (JSON)
     }
     if not names:
         doc.update(pipeline=None, edges=[], end_to_end=None, bottleneck=bottleneck(summary),
