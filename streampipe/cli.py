@@ -17,12 +17,12 @@ from typing import Any
 
 from . import config, keyshare, launch, live, runfile, sim
 from .advisor import advise
-from .faults import parse_inject
+from .faults import check_faults, parse_inject
 from .job import JobError, load_job
 from .plan import Plan, make_plan
 from .plot import write_plot
 from .report import analyze, summarize
-from .resume import ResumePoint, resume_point
+from .resume import ResumePoint, identity, resume_point
 from .runtime import RunOptions, resolve_options, run_rank
 from .startup import stamp
 from .summary import pipeline_rate
@@ -107,13 +107,19 @@ def cmd_run(args: argparse.Namespace) -> int:
         if spec.train is not None:
             raise JobError("--resume: a training job resumes from its own checkpoint "
                            "(train.resume, docs/training.md)")
-        resume = resume_point(args.resume, [s.name for s in make_plan(spec).sinks])
+        if not spec.checkpoint:
+            raise JobError(f"--resume: job {spec.name!r} has pipeline.checkpoint = false, so "
+                           "its sinks would not restore their state (set it to true, as in the "
+                           "run being resumed)")
+        resume = resume_point(args.resume, [s.name for s in make_plan(spec).sinks],
+                              identity(spec))
     if args.no_launch or launch.under_mpi():
         return _run_here(args, faults, resume)
     # validate everything (fields, imports, settings from the environment) before any rank
     # starts work
     spec = spec or load_job(args.job, args.overrides)
     resolve_options(RunOptions(), spec)
+    _check_faults(faults, spec)
     out = args.out or runfile.default_path(spec.name)
     argv = ["run", args.job, "--no-launch", "--out", out]
     for o in args.overrides:
@@ -164,6 +170,11 @@ def _run_ok(path: str) -> bool:
         return False
 
 
+def _check_faults(faults: list, spec: Any) -> None:
+    if spec.train is None:  # a training job's faults name its ranks, which its layout decides
+        check_faults(faults, {s.name: s.replicas for s in spec.stages})
+
+
 def _run_here(args: argparse.Namespace, faults: list, resume: ResumePoint) -> int:
     stamp("imported")
     from mpi4py import MPI
@@ -174,6 +185,7 @@ def _run_here(args: argparse.Namespace, faults: list, resume: ResumePoint) -> in
     try:
         spec = load_job(args.job, args.overrides)
         resolve_options(RunOptions(), spec)
+        _check_faults(faults, spec)
     except (JobError, ValueError) as exc:
         err = str(exc)
     # every rank must agree before any collective call, or a lone failure would hang the rest

@@ -12,7 +12,7 @@ import sys
 import time
 from dataclasses import dataclass
 
-__all__ = ["FAULT_KINDS", "Fault", "InjectedFault", "parse_inject"]
+__all__ = ["FAULT_KINDS", "Fault", "InjectedFault", "check_faults", "parse_inject"]
 
 FAULT_KINDS = ("raise", "exit", "sleep", "kill")
 
@@ -65,4 +65,19 @@ def parse_inject(text: str) -> Fault:
         replica = int(fields["replica"]) if "replica" in fields else None
     except ValueError:
         raise ValueError(f"--inject {text!r}: item and replica must be integers") from None
+    if item < 0 or (replica is not None and replica < 0):
+        raise ValueError(f"--inject {text!r}: item and replica must be >= 0")
     return Fault(fields["stage"], item, kind, replica)
+
+
+def check_faults(faults: list[Fault], replicas: dict[str, int]) -> None:
+    """Refuse a fault that could never fire: a stage the job does not have (``replicas``: stage
+    name -> replica count), or a replica it does not run."""
+    for f in faults:
+        where = f"--inject stage={f.stage},item={f.item}"
+        if f.stage not in replicas:
+            raise ValueError(f"{where}: the job has no stage {f.stage!r} (stages: "
+                             f"{', '.join(replicas)})")
+        if f.replica is not None and f.replica >= replicas[f.stage]:
+            raise ValueError(f"{where},replica={f.replica}: stage {f.stage!r} has "
+                             f"{replicas[f.stage]} replica(s), numbered from 0")

@@ -234,7 +234,8 @@ def validate(spec: JobSpec, check_imports: bool = True) -> None:
         obj = st.obj if st.obj is not None else resolve_uses(st.uses, f"{where}.uses",
                                                              base=st.base or spec.path)
         try:
-            check_stage_class(obj, f"{where} ({st.name})")
+            check_stage_class(obj, f"{where}.uses ({st.name})" if st.obj is None
+                              else f"{where} ({st.name})")
         except StageError as exc:
             raise JobError(str(exc)) from None
         classes.append(_stage_class(obj))
@@ -350,11 +351,14 @@ def _check_params(obj: Any, st: StageSpec) -> None:
     check = getattr(_stage_class(obj), "check_params", None)
     if check is None:
         return
+    where = f"stages.{st.name}.params"
     try:
-        check(dict(st.params), f"stages.{st.name}.params")
-    except (ValueError, TypeError, KeyError) as exc:
-        msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
-        raise JobError(str(msg)) from None
+        check(dict(st.params), where)
+    except Exception as exc:  # noqa: BLE001 - any failure of the check is about the params
+        msg = str(exc.args[0] if isinstance(exc, KeyError) and exc.args else exc)
+        if not isinstance(exc, ValueError):
+            msg = f"{type(exc).__name__}: {msg}"  # a comparison of the wrong types, say
+        raise JobError(msg if msg.startswith(where) else f"{where}: {msg}") from None
 
 
 def _stage_class(obj: Any) -> type:
@@ -404,6 +408,27 @@ def job_path(name: str, base: str | None) -> Path:
     return p
 
 
+def _import_module(target: str, base: str | None) -> Any:
+    """Import ``target`` from the working directory or ``sys.path``; failing those, from the job
+    file's folder (so ``streampipe run other/dir/job.toml`` finds the module next to the job, as
+    it finds ``file.py:Class``). The job's folder comes last: it never shadows an installed
+    module."""
+    if "" not in sys.path and str(Path.cwd()) not in sys.path:
+        sys.path.insert(0, str(Path.cwd()))
+    try:
+        return importlib.import_module(target)
+    except ModuleNotFoundError as exc:
+        top = target.partition(".")[0]
+        folder = str(Path(base).resolve().parent) if base is not None else None
+        if exc.name != top or folder is None or folder in sys.path:
+            raise
+        here = Path(folder)
+        if not ((here / f"{top}.py").exists() or (here / top).is_dir()):
+            raise
+        sys.path.append(folder)
+        return importlib.import_module(target)
+
+
 def resolve_uses(uses: str, where: str = "uses", base: str | None = None) -> Any:
     """Import ``module:Attr`` or ``path/to/file.py:Attr`` (relative to the job file's folder)."""
     if ":" not in uses:
@@ -425,9 +450,7 @@ def resolve_uses(uses: str, where: str = "uses", base: str | None = None) -> Any
                 sys.modules[modname] = module
                 spec.loader.exec_module(module)
         else:
-            if "" not in sys.path and str(Path.cwd()) not in sys.path:
-                sys.path.insert(0, str(Path.cwd()))
-            module = importlib.import_module(target)
+            module = _import_module(target, base)
     except JobError:
         raise
     except Exception as exc:  # noqa: BLE001 - any import failure is the user's field

@@ -35,7 +35,7 @@ from .keyshare import sparse
 from .live import LiveCollector, LiveSender, live_path
 from .loops import Loop
 from .plan import Plan, Role, make_plan
-from .resume import Checkpointer, ResumePoint
+from .resume import Checkpointer, ResumePoint, identity
 from .routing import BUCKETS, key_hash
 from .stage import Context, Sink, Source
 from .staging import Staging
@@ -344,7 +344,7 @@ class RankRuntime:
             hwm, state = self.opts.resume.sinks.get(name, (self.plan.start_seq, None))
             one = len(self.plan.sinks) == 1
             self.ckpt = Checkpointer(self.opts.out, None if one else name, hwm,
-                                     self.opts.checkpoint_every)
+                                     self.opts.checkpoint_every, identity(self.spec))
             if state is not None:
                 stage.restore(state)
             # at once: a resume finds a checkpoint of every sink, even of one that had not
@@ -438,9 +438,11 @@ def run_rank(spec: JobSpec, comm: Any, opts: RunOptions | None = None) -> Any:
     size, rank = comm.Get_size(), comm.Get_rank()
     if size != plan.size:
         # every rank says it: under a batch system each rank's stderr may land in its own file
-        print(f"streampipe: rank {rank}: job {spec.name!r} needs {plan.size} ranks (sum of "
-              f"replicas x group over its stages) but was started with {size}",
-              file=sys.stderr, flush=True)
+        # one write per line: several ranks' lines interleave on a shared stderr otherwise
+        sys.stderr.write(f"streampipe: rank {rank}: job {spec.name!r} needs {plan.size} ranks "
+                         f"(sum of replicas x group over its stages) but was started with "
+                         f"{size}\n")
+        sys.stderr.flush()
         raise SystemExit(2)
     rt = RankRuntime(spec, plan, comm, opts)
     try:
@@ -454,7 +456,13 @@ def run_rank(spec: JobSpec, comm: Any, opts: RunOptions | None = None) -> Any:
             rt.stage.close()
         except Exception:  # noqa: BLE001
             pass
-    return _finish(rt, result)
+    try:
+        return _finish(rt, result)
+    except AbortRequested as exc:
+        # a rank that finished its stream early (a source) learns of a later failure here
+        _fail(rt, None, exc.source, exc.message)
+    except BaseException as exc:  # noqa: BLE001 - the others wait for this rank: never leave
+        _fail(rt, exc, rank)
 
 
 def _finish(rt: RankRuntime, result: Any) -> Any:

@@ -219,9 +219,15 @@ def check_stage_class(obj: Any, where: str) -> None:
     """Raise StageError when ``obj`` cannot serve as a stage (named by ``where``)."""
     if isinstance(obj, FunctionStage):
         return
+    if inspect.isroutine(obj):
+        raise StageError(f"{where}: {obj.__qualname__} is a plain function; decorate it with "
+                         "@streampipe.stage to use it as a stage, or write a Stage subclass")
     cls = obj if isinstance(obj, type) else type(obj)
     if not (isinstance(cls, type) and issubclass(cls, Stage)):
-        raise StageError(f"{where}: {cls!r} is not a streampipe Stage, Source or Sink subclass")
+        what = (f"module {obj.__name__!r}" if inspect.ismodule(obj) else
+                f"class {cls.__qualname__}" if isinstance(obj, type) else
+                f"a {cls.__qualname__} object")
+        raise StageError(f"{where}: {what} is not a streampipe Stage, Source or Sink subclass")
     if issubclass(cls, Source):
         if cls.generate is Source.generate:
             raise StageError(f"{where}: source {cls.__name__} does not define generate()")

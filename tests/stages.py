@@ -67,10 +67,15 @@ class FanDrop(sp.Stage):
 
 
 class Collect(sp.Sink):
+    """Keeps every item; sleeps params.ms milliseconds per item (default 0)."""
+
     def setup(self, ctx):
         self.items = []
+        self.dt = float(ctx.params.get("ms", 0.0)) / 1e3
 
     def consume(self, item):
+        if self.dt:
+            time.sleep(self.dt)
         self.items.append(item)
 
     def result(self):

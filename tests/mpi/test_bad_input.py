@@ -90,9 +90,10 @@ def test_job_field_errors_name_the_field(table, pattern):
 
 
 @pytest.mark.parametrize("uses,pattern", [
-    ("tests.stages_durable:NotAStage", r"stages\[1\] \(sq\): .*NotAStage.* is not a streampipe "
-                                       r"Stage"),
-    ("tests.stages_durable:Misspelled", r"stages\[1\] \(sq\): stage Misspelled does not define "
+    ("tests.stages_durable:NotAStage", r"stages\[1\]\.uses \(sq\): class NotAStage is not a "
+                                       r"streampipe Stage"),
+    ("tests.stages_durable:Misspelled", r"stages\[1\]\.uses \(sq\): stage Misspelled does not "
+                                        r"define "
                                         r"process\(\) \(found 'proccess'; did you mean "
                                         r"'process'\?\)"),
 ])
@@ -132,6 +133,8 @@ def test_set_values_are_validated_like_the_file(override, pattern):
     ("stage=sq,item=3,colour=red", r"unknown key 'colour'"),
     ("stage=sq,item", r"expected key=value pairs, got 'item'"),
     ("stage=sq;item=3", r"needs stage=NAME and item=SEQ"),
+    ("stage=sq,item=-3", r"item and replica must be >= 0"),
+    ("stage=sq,item=3,replica=-1", r"item and replica must be >= 0"),
 ])
 def test_inject_syntax_errors(text, pattern):
     with pytest.raises(ValueError, match=pattern):
@@ -255,6 +258,21 @@ def test_bad_inject_and_set_on_the_command_line(tmp_path):
     assert done.returncode == 2 and "item and replica must be integers" in done.stderr
     done = streampipe("run", str(job_file), "--set", "stages.nope.replicas=2", timeout=40)
     assert done.returncode == 2 and "--set stages.nope.replicas: no stage 'nope'" in done.stderr
+    # a fault that could never fire is refused, not silently ignored (the run would pass)
+    done = streampipe("run", str(job_file), "--inject", "stage=bda,item=3", timeout=40)
+    assert done.returncode == 2, done.output
+    assert ("--inject stage=bda,item=3: the job has no stage 'bda' (stages: src, bad, sink)"
+            in done.stderr)
+    done = streampipe("run", str(job_file), "--inject", "stage=bad,item=3,replica=1", timeout=40)
+    assert done.returncode == 2, done.output
+    assert "stage 'bad' has 1 replica(s), numbered from 0" in done.stderr
+
+
+def test_resume_refuses_a_job_without_checkpoints(tmp_path):
+    job_file = _write(tmp_path, CHAIN.format(uses="tests.stages:Square", replicas=1))
+    done = streampipe("run", str(job_file), "--resume", str(tmp_path / "r.h5"), timeout=40)
+    assert done.returncode == 2, done.output
+    assert "has pipeline.checkpoint = false, so its sinks would not restore" in done.stderr
 
 
 def test_wrong_rank_count_every_rank_says_both_numbers(tmp_path):

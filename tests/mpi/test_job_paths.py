@@ -1,8 +1,11 @@
 """A job run from another directory: ``uses = "file.py:Class"`` is relative to the job file on
 every rank, as validation resolves it (the ranks once resolved it against the working directory
-and failed in setup after validation had passed)."""
+and failed in setup after validation had passed); ``uses = "module:Class"`` finds a module next
+to the job when the working directory and sys.path do not have it."""
 
 from __future__ import annotations
+
+import pytest
 
 from streampipe.runfile import read
 from tests.mpiutil import streampipe
@@ -21,10 +24,10 @@ name = "elsewhere"
 [[stages]]
 name = "src"
 uses = "tests.stages:Numbers"
-params = { n = 50 }
+params = {{ n = 50 }}
 [[stages]]
 name = "triple"
-uses = "mystages.py:Triple"
+uses = "{uses}"
 replicas = 2
 [[stages]]
 name = "sink"
@@ -32,11 +35,12 @@ uses = "tests.stages:Checksum"
 """
 
 
-def test_stage_file_next_to_the_job_works_from_any_directory(tmp_path):
+@pytest.mark.parametrize("uses", ["mystages.py:Triple", "mystages:Triple"])
+def test_stage_file_next_to_the_job_works_from_any_directory(tmp_path, uses):
     sub = tmp_path / "sub"
     sub.mkdir()
     (sub / "mystages.py").write_text(STAGES)
-    (sub / "job.toml").write_text(JOB)
+    (sub / "job.toml").write_text(JOB.format(uses=uses))
     done = streampipe("run", "sub/job.toml", "--out", "r.h5", "--quiet", cwd=tmp_path,
                       timeout=60)
     assert done.returncode == 0, done.output

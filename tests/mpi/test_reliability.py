@@ -157,6 +157,29 @@ def test_timeout_does_not_count_blocked_time(tmp_path):
     assert read_run(tmp_path / "r.h5")["meta"]["result"] == [x * x for x in range(12)]
 
 
+def test_failure_after_the_source_has_finished(tmp_path):
+    """The source ends its stream long before the slow sink fails (every item fits in the
+    queues, so the middle stage takes them all at once): rank 0, already collecting results,
+    must still write the failed run file and print the one message (before, AbortRequested
+    escaped from the collection in 4 of 5 such runs, with a traceback and no run file)."""
+    stages = [
+        {"name": "src", "uses": "tests.stages:Numbers", "params": {"n": 60}},
+        {"name": "mid", "uses": "tests.stages:Square"},
+        {"name": "sink", "uses": "tests.stages:Collect", "params": {"ms": 10}},
+    ]
+    job = write_job(tmp_path / "job.toml", stages, capacity=64)
+    done, out = failed_run(tmp_path, job, "--inject", "stage=sink,item=50,kind=raise")
+    assert done.returncode != 0, done.output
+    assert "AbortRequested" not in done.stderr, done.stderr
+    assert len(re.findall(r"failed at item seq 50: InjectedFault", done.stderr)) == 1, done.stderr
+    run = read_run(out)
+    assert run["meta"]["status"] == "failed"
+    assert "stage 'sink'" in run["meta"]["error"]
+    # the source's record reached the run file: it had generated every item
+    src = [r for r in run["ranks"] if r["stage"] == "src"]
+    assert len(src) == 1 and src[0]["items_out"] == 60
+
+
 @pytest.mark.parametrize("victim", ["mid-0", "rep-1", "sink-0"])
 def test_outside_kill9_of_a_rank(tmp_path, victim):
     """kill -9 of a non-zero rank mid-run from outside: every rank is gone within 10 s."""

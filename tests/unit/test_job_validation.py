@@ -38,6 +38,10 @@ class HalfDurable(sp.Sink):
         return 0
 
 
+def plain_function(x):
+    return x
+
+
 class Plain(sp.Source):
     def generate(self):
         yield 1
@@ -66,8 +70,12 @@ def job(**edits) -> dict:
     (job(s1__name="a.b"), r"stages\[1\]\.name: must be letters"),
     (job(s1__name=""), r"stages\[1\]\.name: must be letters"),
     (job(pipeline__name="../x"), r"pipeline\.name: must be letters, digits, '_' or '-' or '\.'"),
-    (job(s1__uses="tests.stages:np"), r"stages\[1\] \(sq\): .*module.* is not a streampipe Stage"),
-    (job(s1__uses="tests.stages:time"), r"is not a streampipe Stage"),
+    (job(s1__uses="tests.stages:np"),
+     r"stages\[1\]\.uses \(sq\): module 'numpy' is not a streampipe Stage"),
+    (job(s1__uses="tests.stages:time"), r"module 'time' is not a streampipe Stage"),
+    (job(s1__uses="tests.unit.test_job_validation:plain_function"),
+     r"stages\[1\]\.uses \(sq\): plain_function is a plain function; decorate it with "
+     r"@streampipe\.stage"),
 ])
 def test_odd_values_are_refused_naming_the_field(table, pattern):
     with pytest.raises(JobError, match=pattern):
@@ -199,6 +207,25 @@ def test_a_stage_checks_its_own_params_when_the_job_loads():
     t["stages"][1]["params"] = {"k": -1}
     with pytest.raises(JobError, match=r"^stages\.sq\.params\.k: must be a positive number, "
                                        r"got -1$"):
+        parse_job(t)
+
+
+class Careless(sp.Stage):
+    """A check that compares before it checks the type: a str ``k`` raises TypeError."""
+
+    @classmethod
+    def check_params(cls, params, where):
+        if params.get("k", 1) <= 0:
+            raise ValueError(f"{where}.k: must be > 0")
+
+    def process(self, x):
+        return x
+
+
+def test_a_check_that_fails_otherwise_still_names_the_params():
+    t = job(s1__uses="tests.unit.test_job_validation:Careless")
+    t["stages"][1]["params"] = {"k": "abc"}
+    with pytest.raises(JobError, match=r"^stages\.sq\.params: TypeError: '<=' not supported "):
         parse_job(t)
 
 

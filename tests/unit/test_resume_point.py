@@ -8,7 +8,7 @@ import pickle
 
 import pytest
 
-from streampipe.resume import Checkpointer, checkpoint_path, resume_point
+from streampipe.resume import Checkpointer, checkpoint_path, identity, resume_point
 
 
 class Offsets:
@@ -51,3 +51,35 @@ def test_missing_and_broken_checkpoints(tmp_path):
         f.write(pickle.dumps({"state": 1})[:-3])
     with pytest.raises(ValueError, match=r"unreadable checkpoint .*r\.h5\.ckpt\.b"):
         resume_point(run, ["a", "b"])
+
+
+class _Spec:
+    """What :func:`identity` reads of a job: its name and its graph."""
+
+    def __init__(self, name, names, inputs):
+        from streampipe.graph import Graph
+
+        self.name, self.graph = name, Graph(tuple(names), tuple(tuple(i) for i in inputs))
+
+
+def test_a_checkpoint_of_another_job_or_graph_is_refused(tmp_path):
+    run = str(tmp_path / "r.h5")
+    job = identity(_Spec("ck", ["src", "sq", "out"], [[], [0], [1]]))
+    Checkpointer(run, None, 40, every=1.0, job=job).save(Offsets())
+    assert resume_point(run, ["out"], job).start == 40
+    with pytest.raises(ValueError, match=r"r\.h5\.ckpt was written by job 'ck', not 'chain'"):
+        resume_point(run, ["out"], identity(_Spec("chain", ["src", "sq", "out"],
+                                                  [[], [0], [1]])))
+    other = identity(_Spec("ck", ["src", "inc", "out"], [[], [0], [1]]))
+    with pytest.raises(ValueError, match=r"with other stages \(src<-\(source\), sq<-src, "
+                                         r"out<-sq\); this job has src<-\(source\), inc<-src"):
+        resume_point(run, ["out"], other)
+
+
+def test_a_checkpoint_without_a_job_is_taken_as_it_is(tmp_path):
+    """Checkpoints written before the job was recorded: the user's word that they match."""
+    run = str(tmp_path / "r.h5")
+    with open(checkpoint_path(run), "wb") as f:
+        pickle.dump({"hwm": 7, "state": 3}, f)
+    job = identity(_Spec("ck", ["src", "out"], [[], [0]]))
+    assert resume_point(run, ["out"], job).sinks == {"out": (7, 3)}
