@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from . import keyshare
 from .job import JobSpec
 from .plan import make_plan
+from .report import fixed_replicas
 from .sim import Dist, simulate
 from .simgraph import per_round
 
@@ -131,9 +132,7 @@ def advise(spec: JobSpec, times: Mapping[str, Dist], budget: int, n_items: int =
     # time per source item: a merge join sees the items of all its inputs
     mean = {st.name: times.get(st.name, Dist("const")).mean * m
             for st, m in zip(plan.stages, per_round(plan.stages), strict=True)}
-    # a replicated source has no single order; a sink's result() is the job's result
-    fixed = {st.name for st in plan.stages if st.kind == "sink"
-             or (spec.ordered and st.kind == "source")}
+    fixed = set(fixed_replicas(plan))  # what the report's advice leaves alone too
     keys = keys or {}
     keyed = {st.name: keys[st.name] for st in plan.stages
              if st.route == "key" and keys.get(st.name)}

@@ -286,11 +286,34 @@ def cmd_plan(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_same_job(plan: Plan, run: dict[str, Any], path: str) -> None:
+    """``simulate --from`` replays a run of this job: another job's run file (its name, or its
+    stages by name and order) is a one-line error, not a simulation of the wrong times."""
+    meta = run["meta"]
+    theirs = [s["name"] for s in meta.get("plan", {}).get("stages", [])]
+    ours = [s.name for s in plan.stages]
+    problems = []
+    if meta.get("job_name") != plan.name:
+        problems.append(f"it is a run of job {meta.get('job_name')!r}, not {plan.name!r}")
+    if theirs != ours:
+        extra = [n for n in theirs if n not in ours]
+        missing = [n for n in ours if n not in theirs]
+        problems.append("its stages are " + ", ".join(theirs) + (
+            f" (the job's are {', '.join(ours)})" if extra or missing else
+            f", in another order than the job's {', '.join(ours)}") + "".join(
+            f"; {what}: {', '.join(names)}" for what, names in
+            (("not in the job", extra), ("not in the run file", missing)) if names))
+    if problems:
+        raise ValueError(f"simulate --from {path}: " + "; ".join(problems))
+
+
 def cmd_simulate(args: argparse.Namespace) -> int:
     """``streampipe simulate JOB [--times ...] [--from RUN.h5] [--items N] [--advise RANKS]``."""
     spec = load_job(args.job, args.overrides)
     plan = make_plan(spec)
     run = runfile.read(args.from_run) if args.from_run else None
+    if run is not None:
+        _check_same_job(plan, run, args.from_run)
     times = sim.job_times(plan, args.times, run)
     missing = [s.name for s in plan.stages if s.name not in times]
     if len(missing) == len(plan.stages):
@@ -324,7 +347,9 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     if run:
         real = pipeline_rate(summary_rows(run["summary"]))
         print(f"measured {real:.1f} items/s, simulated {res.throughput:.1f} items/s "
-              f"(ratio {res.throughput / real:.3f})")
+              f"(ratio {res.throughput / real:.3f})" if real > 0 else
+              f"measured: - (the run file has no span to measure), simulated "
+              f"{res.throughput:.1f} items/s")
     if args.advise:
         print()
         print(advise(spec, times, args.advise, n_items=min(n, 2000), keys=keys).format())

@@ -24,10 +24,10 @@ from . import keyshare
 from .events import SEQ, T_END, T_RECV, T_SENT, T_START, as_events, empty, on_wall
 from .metrics import STATES
 from .plan import Plan, StagePlan
-from .summary import StageRow
+from .summary import StageRow, per_span
 
-__all__ = ["SCHEMA_VERSION", "analyze", "bottleneck", "per_host", "reduce_events",
-           "serial_fraction", "summarize"]
+__all__ = ["SCHEMA_VERSION", "analyze", "bottleneck", "fixed_replicas", "per_host",
+           "reduce_events", "serial_fraction", "summarize"]
 
 SCHEMA_VERSION = 1
 LITTLE_TOLERANCE = 0.05  # a larger |L - lambda W| / L is a measurement problem
@@ -47,6 +47,8 @@ def _roots(st: StagePlan, ranks: Ranks) -> list[dict]:
 
 
 def _residual(L: float, lam: float, W: float) -> float:
+    if not (math.isfinite(L) and math.isfinite(lam)):
+        return math.nan  # no span measured: nothing to audit
     return abs(L - lam * W) / L if L > 0 else 0.0
 
 
@@ -86,19 +88,21 @@ def summarize(plan: Plan, ranks: Ranks) -> dict[str, StageRow]:
             t_end_last = max(r["t_end_max"] for r in red)
             service, sojourn, waiting = (sum(r[k] for r in red) / n_ev
                                          for k in ("service", "sojourn", "waiting"))
-        else:
-            t_first = t_last = t_end_first = t_end_last = service = sojourn = waiting = 0.0
-        window = max(t_last - t_first, 1e-12)
-        lam = items / window if items else 0.0
-        L = sum(d["held_area"] for d in roots) / window
-        Lq = sum(d.get("queued_area", 0.0) for d in roots) / window
+        else:  # items without stamps (a failed rank's record): no span to divide by
+            t_first = t_last = t_end_first = t_end_last = math.nan
+            service = 0.0
+            sojourn = waiting = math.nan if items else 0.0
+        window = t_last - t_first if t_last > t_first else math.nan
+        lam = per_span(items, window)
+        L = per_span(sum(d["held_area"] for d in roots), window)
+        Lq = per_span(sum(d.get("queued_area", 0.0) for d in roots), window)
         xfer = sum(d["time"]["transfer"] for d in roots) / items if items else 0.0
         cost = service + xfer
         edges: dict[str, dict[str, float]] = {}
         for d in roots:
             for name, e in d.get("edges", {}).items():
                 agg = edges.setdefault(name, {"L": 0.0, "peak": 0})
-                agg["L"] += e["area"] / window
+                agg["L"] += per_span(e["area"], window)
                 agg["peak"] = max(agg["peak"], e["peak"])
         gpu = _gpu_row(members, roots, items)
         extra: dict[str, Any] = {"gpu": gpu} if gpu is not None else {}
@@ -222,11 +226,11 @@ def _end_to_end(names: list[str], summary: dict[str, StageRow], evs: dict, ranks
                 "little_residual": 0.0, "window": 0.0}
     t0 = float(src[:, T_RECV].min())
     t1 = float(snk[:, T_SENT].max())
-    window = max(t1 - t0, 1e-12)
+    window = t1 - t0 if t1 > t0 else math.nan
     area = sum(d["held_area"] for st in plan.stages for d in _roots(st, ranks))
     wire = sum(float(np.sum(_join(evs[a], T_SENT, evs[b], T_RECV))) for a, b in pairs)
-    L = (area + wire) / window
-    lam = len(sojourn) / window
+    L = per_span(area + wire, window)
+    lam = per_span(len(sojourn), window)
     W = float(np.mean(sojourn))
     return {"items": int(len(sojourn)), "applicable": bool(applicable), "L": L, "lam": lam,
             "W": W, "little_residual": _residual(L, lam, W), "window": window}
@@ -242,19 +246,20 @@ def pipeline_view(summary: dict[str, StageRow], plan: Plan | None = None) -> dic
         return _graph_view(summary, plan)
     src, snk = summary[names[0]], summary[names[-1]]
     n = int(snk.items)
-    period = (snk.t_end_last - snk.t_end_first) / (snk.events - 1) if snk.events > 1 else 0.0
+    period = (snk.t_end_last - snk.t_end_first) / (snk.events - 1) if snk.events > 1 \
+        else math.nan
     costs = [summary[k].cost for k in names]
     period_bound = max(c / summary[k].spread for k, c in zip(names, costs, strict=True))
     latency_bound = float(sum(costs))
     seen = snk.events and src.events
-    makespan = float(snk.t_last - src.t_first) if seen else 0.0
+    makespan = float(snk.t_last - src.t_first) if seen else math.nan
     predicted = latency_bound + max(int(src.items) - 1, 0) * period_bound
     return {
-        "items": n, "throughput": 1 / period if period > 0 else 0.0, "period": float(period),
+        "items": n, "throughput": per_span(1, period), "period": float(period),
         "period_bound": period_bound,
-        "latency": float(snk.t_end_first - src.t_first) if seen else 0.0,
+        "latency": float(snk.t_end_first - src.t_first) if seen else math.nan,
         "latency_bound": latency_bound, "makespan": makespan, "makespan_predicted": predicted,
-        "efficiency": predicted / makespan if makespan > 0 else 0.0,
+        "efficiency": per_span(predicted, makespan),
     }
 
 
@@ -282,7 +287,7 @@ def _graph_view(summary: dict[str, StageRow], plan: Plan) -> dict[str, Any]:
     snks = [k for k, r in summary.items() if r.kind == "sink" and r.events]
     n_src = int(sum(summary[k].items for k in srcs))
     gb = graph_bound(summary)
-    period = 0.0
+    period = math.nan
     if snks and n_src > 1:
         t0 = min(summary[k].t_end_first for k in snks)
         t1 = max(summary[k].t_end_last for k in snks)
@@ -298,12 +303,13 @@ def _graph_view(summary: dict[str, StageRow], plan: Plan) -> dict[str, Any]:
     makespan = max((summary[k].t_last for k in snks), default=t_first) - t_first
     predicted = latency_bound + max(n_src - 1, 0) * period_bound
     return {
-        "items": n_src, "throughput": 1 / period if period > 0 else 0.0, "period": float(period),
+        "items": n_src, "throughput": per_span(1, period), "period": float(period),
         "period_bound": period_bound,
-        "latency": float(min(summary[k].t_end_first for k in snks) - t_first) if snks else 0.0,
+        "latency": float(min(summary[k].t_end_first for k in snks) - t_first) if snks
+        else math.nan,
         "latency_bound": latency_bound, "makespan": float(makespan),
         "makespan_predicted": predicted,
-        "efficiency": predicted / makespan if makespan > 0 else 0.0,
+        "efficiency": per_span(predicted, makespan),
         "graph_bound": gb,
     }
 
@@ -333,8 +339,8 @@ def bottleneck(summary: dict[str, StageRow], graph: dict[str, Any] | None = None
         why += (f", its hottest replica {100 * busy:.0f}% with {100 / row.spread:.0f}% of the "
                 "items (routed by key)")
     if row.io > row.busy:
-        mbps = row.io_bytes / max(row.io * row.window, 1e-12) / 1e6
-        why += f", I/O-bound at {mbps:.1f} MB/s"
+        mbps = per_span(row.io_bytes, row.io * row.window) / 1e6
+        why += f", I/O-bound at {mbps:.1f} MB/s" if math.isfinite(mbps) else ", I/O-bound"
     if before:
         why += f"; upstream {', '.join(before)} blocked"
     if after:
@@ -389,8 +395,41 @@ def _key_replicas(b: str, rb: StageRow, counts: Mapping[int, int] | None, busy: 
             "text": text}
 
 
+def fixed_replicas(plan: Plan) -> dict[str, str]:
+    """The stages whose replica count advice must leave alone, each with the reason: a source
+    of an ordered pipeline (the job loader refuses to replicate it: a replicated source has no
+    single order) and every sink (its ``result()`` is the job's result, and with
+    ``pipeline.checkpoint`` the loader refuses a replicated one). Used by the report's advice
+    and by ``simulate --advise``."""
+    out = {}
+    for st in plan.stages:
+        if st.kind == "source" and plan.ordered:
+            out[st.name] = ("a source of an ordered pipeline runs as one replica (a replicated "
+                            "source has no single order)")
+        elif st.kind == "sink":
+            out[st.name] = "a sink runs as one replica (its result() is the job's result)"
+    return out
+
+
+# an unordered pipeline may replicate its source, but every replica runs generate() itself
+_SPLIT = (" (each source replica runs its own generate(): it must split the stream by "
+          "ctx.replica, or the items come once per replica)")
+
+
+def _fixed_advice(b: str, rb: StageRow, busy: float, why: str) -> dict[str, Any]:
+    """The bottleneck cannot take replicas: what bounds throughput, and what can help."""
+    work = {"source": "generate()", "sink": "consume()"}.get(rb.kind, "process()")
+    cap = f", bound {rb.bound:.0f}/s" if math.isfinite(rb.bound) else ""
+    return {"kind": "replicas", "stage": b, "add_replicas": None, "throughput": None,
+            "next_limit": None, "next_limit_throughput": None, "fixed": why,
+            "text": f"stage `{b}` is the bottleneck (busy {100 * busy:.0f}%{cap}); {why}, so "
+                    f"more replicas are not an option: make its {work} cheaper per item, or "
+                    "pass fewer, larger items (per-item costs amortise)"}
+
+
 def _advice(names: list[str], summary: dict[str, StageRow], bn: dict, pipe: dict, e2e: dict,
-            flags: list[dict], keys: Mapping[str, Mapping[int, int]]) -> list[dict[str, Any]]:
+            flags: list[dict], keys: Mapping[str, Mapping[int, int]],
+            fixed: Mapping[str, str]) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     b = bn["stage"]
     if b is None:
@@ -400,7 +439,9 @@ def _advice(names: list[str], summary: dict[str, StageRow], bn: dict, pipe: dict
     others = [n for n in names if n != b]
     nxt = min(others, key=lambda n: summary[n].bound) if others else None
     y = summary[nxt].bound if nxt else math.inf
-    if _skewed(rb) and rb.cost > 0:
+    if b in fixed:
+        out.append(_fixed_advice(b, rb, bn["busy"], fixed[b]))
+    elif _skewed(rb) and rb.cost > 0:
         out.append(_key_replicas(b, rb, keys.get(b), bn["busy"], nxt, y))
     elif rb.cost > 0 and math.isfinite(y):
         need = max(rb.replicas + 1, math.ceil(y * rb.cost - 1e-9))
@@ -409,13 +450,15 @@ def _advice(names: list[str], summary: dict[str, StageRow], bn: dict, pipe: dict
                     "throughput": x, "next_limit": nxt, "next_limit_throughput": y,
                     "text": f"stage `{b}` is the bottleneck (busy {100 * bn['busy']:.0f}%); "
                             f"{need - rb.replicas} more replica(s) would raise throughput to "
-                            f"~{x:.0f}/s, after which `{nxt}` limits at {y:.0f}/s"})
+                            f"~{x:.0f}/s, after which `{nxt}` limits at {y:.0f}/s"
+                            + _SPLIT * (rb.kind == "source")})
     elif rb.cost > 0:
         out.append({"kind": "replicas", "stage": b, "add_replicas": 1,
                     "throughput": (rb.replicas + 1) / rb.cost, "next_limit": None,
                     "next_limit_throughput": None,
                     "text": f"stage `{b}` is the bottleneck (busy {100 * bn['busy']:.0f}%); "
-                            "throughput grows with its replicas until another stage limits"})
+                            "throughput grows with its replicas until another stage limits"
+                            + _SPLIT * (rb.kind == "source")})
     blocked = [n for n in names[:i] if summary[n].blocked > NOTICEABLE]
     # a skewed key's cold replicas starve whatever the capacity
     if rb.starved > NOTICEABLE and blocked and not _skewed(rb):
@@ -478,15 +521,15 @@ def analyze(plan: Plan, ranks: Ranks, meta: dict | None = None,
                 "error": meta.get("error") or None, "ranks": len(ranks),
                 "hosts": sorted({d["host"] for d in ranks if d and "host" in d}),
                 "start_time": meta.get("start_time"), "wall_time": meta.get("wall_time")},
-        "stages": [{"name": n, **{k: _finite(v) if isinstance(v, float) else v
-                                  for k, v in summary[n].to_dict().items() if k != "edges"}}
-                   for n in names],
+        "stages": [{"name": n, **{k: v for k, v in summary[n].to_dict().items()
+                                  if k != "edges"}} for n in names],
         "ranks": [_rank_row(r, d) for r, d in enumerate(ranks) if d is not None],
+        "result": meta.get("result"),  # the job's result as the run file stores it (JSON)
     }
     if not names:
         doc.update(pipeline=None, edges=[], end_to_end=None, bottleneck=bottleneck(summary),
                    serial=None, advice=[], little_flags=[])
-        return doc
+        return _nulls(doc)
     evs = _stage_events(plan, ranks)
     pipe = pipeline_view(summary, plan)
     pairs = _pairs(plan, names)
@@ -501,12 +544,25 @@ def analyze(plan: Plan, ranks: Ranks, meta: dict | None = None,
         flags.append({"where": "end_to_end", "residual": e2e["little_residual"]})
     bn = bottleneck(summary, pipe.get("graph_bound"))
     doc["serial"] = serial_fraction(names, summary)
-    advice = _advice(names, summary, bn, pipe, e2e, flags, keyshare.merge(ranks))
+    advice = _advice(names, summary, bn, pipe, e2e, flags, keyshare.merge(ranks),
+                     fixed_replicas(plan))
     _note_cores(advice, ranks)
     doc["per_host"] = per_host(plan, ranks)
-    doc.update(pipeline={k: _finite(v) if isinstance(v, float) else v for k, v in pipe.items()},
-               edges=edges, end_to_end=e2e, bottleneck=bn, advice=advice, little_flags=flags)
-    return doc
+    doc.update(pipeline=pipe, edges=edges, end_to_end=e2e, bottleneck=bn, advice=advice,
+               little_flags=flags)
+    return _nulls(doc)
+
+
+def _nulls(x: Any) -> Any:
+    """``x`` with every non-finite float (a figure over an unknown span, an unbounded stage)
+    replaced by None: JSON's null, the text report's dash."""
+    if isinstance(x, float):
+        return _finite(x)
+    if isinstance(x, dict):
+        return {k: _nulls(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [_nulls(v) for v in x]
+    return x
 
 
 def _note_cores(advice: list[dict[str, Any]], ranks: Ranks) -> None:
@@ -517,7 +573,7 @@ def _note_cores(advice: list[dict[str, Any]], ranks: Ranks) -> None:
             per_host.setdefault(d.get("host", "?"), []).append(int(d["cpus"]))
     over = [(h, len(c), c[0]) for h, c in per_host.items() if len(c) >= c[0]]
     for a in advice:
-        if a["kind"] == "replicas" and over:
+        if a["kind"] == "replicas" and a["add_replicas"] and over:
             h, n, cpus = over[0]
             a["cores_note"] = {"host": h, "ranks": n, "cpus": cpus}
             a["text"] += (f" (given a free core per rank: host {h} already runs {n} ranks on "

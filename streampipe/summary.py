@@ -9,11 +9,12 @@ version does not know in ``extra``.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-__all__ = ["StageRow", "pipeline_rate", "rows"]
+__all__ = ["StageRow", "per_span", "pipeline_rate", "rows"]
 
 
 @dataclass
@@ -23,7 +24,10 @@ class StageRow:
     ``cost`` is the rank time one item takes (process time plus its share of transfer time),
     ``bound = replicas / cost`` the most the stage can pass per second; ``L``/``lam``/``W`` the
     stage's Little's-law triple (items held from arrival to send), ``queue_L``/``queue_W`` the
-    queue in front of it (arrival to start).
+    queue in front of it (arrival to start). A figure over a time span the stage did not record
+    (items but no stamps, e.g. a failed run's rank) is NaN, never a rate over a tiny epsilon:
+    ``window``, ``t_first`` ... ``t_end_last`` without stamps, and then the rates, ``L`` and the
+    residuals (see :func:`per_span`).
     """
 
     kind: str
@@ -82,16 +86,27 @@ class StageRow:
         return row
 
 
+def per_span(amount: float, span: float) -> float:
+    """``amount`` per second of ``span``: 0 for nothing, NaN (unknown) when the span is not a
+    positive number of seconds (no stamps, or all at one instant)."""
+    if not amount:
+        return 0.0
+    return amount / span if span > 0 else math.nan
+
+
 def pipeline_rate(summary: Mapping[str, StageRow]) -> float:
-    """Source items over the whole span of the run (first arrival anywhere to last send).
+    """Source items over the whole span of the run (first arrival anywhere to last send, over
+    the stages that recorded stamps); NaN when that span is unknown.
 
     Computed the same way from a real run's summary and a simulated one, so the two compare.
     """
     rows = list(summary.values())
     if not rows:
         return 0.0
-    span = max(r.t_last for r in rows) - min(r.t_first for r in rows)
-    return rows[0].items / span if span > 0 else float("inf")
+    seen = [r for r in rows if math.isfinite(r.t_first) and math.isfinite(r.t_last)]
+    if not seen:
+        return per_span(rows[0].items, math.nan)
+    return per_span(rows[0].items, max(r.t_last for r in seen) - min(r.t_first for r in seen))
 
 
 def rows(summary: Mapping[str, Mapping[str, Any]]) -> dict[str, StageRow]:

@@ -3,6 +3,7 @@ rich report of ``streampipe report`` (tables for stages and edges, then the conc
 
 from __future__ import annotations
 
+import math
 import sys
 from typing import Any
 
@@ -23,16 +24,22 @@ def _host_lines(hosts: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _num(x: float | None, spec: str, scale: float = 1.0) -> str:
+    """``x * scale`` formatted, or a dash for a figure that is unknown (None in the JSON
+    document, NaN in a row: a rate over a span the run did not record)."""
+    return "-" if x is None or not math.isfinite(x) else format(scale * x, spec)
+
+
 def table_rows(summary: dict[str, StageRow]) -> tuple[list[str], list[list[str]]]:
     head = ["stage", "rep", "items", "items/s", "busy", "starv", "block", "xfer", "io",
             "t_i ms", "bound/s", "L", "W ms", "|L-λW|/L"]
     rows = []
     for name, r in summary.items():
-        rows.append([name, str(r.replicas), str(r.items), f"{r.throughput:.1f}",
+        rows.append([name, str(r.replicas), str(r.items), _num(r.throughput, ".1f"),
                      *(f"{100 * getattr(r, k):.0f}%" for k in ("busy", "starved", "blocked",
                                                               "transfer", "io")),
-                     f"{1e3 * r.cost:.3f}", f"{r.bound:.1f}", f"{r.L:.2f}",
-                     f"{1e3 * r.W:.2f}", f"{r.little_residual:.3f}"])
+                     f"{1e3 * r.cost:.3f}", f"{r.bound:.1f}", _num(r.L, ".2f"),
+                     _num(r.W, ".2f", 1e3), _num(r.little_residual, ".3f")])
     return head, rows
 
 
@@ -40,10 +47,11 @@ def _conclusions(doc: dict) -> list[str]:
     lines = []
     bn, pipe = doc["bottleneck"], doc["pipeline"]
     if pipe:
-        lines.append(f"throughput {pipe['throughput']:.1f}/s (period {1e3 * pipe['period']:.3f} "
-                     f"ms, bound {1e3 * pipe['period_bound']:.3f} ms); makespan "
-                     f"{pipe['makespan']:.2f} s vs {pipe['makespan_predicted']:.2f} s = latency "
-                     f"+ (N-1)·bound")
+        lines.append(f"throughput {_num(pipe['throughput'], '.1f')}/s (period "
+                     f"{_num(pipe['period'], '.3f', 1e3)} ms, bound "
+                     f"{_num(pipe['period_bound'], '.3f', 1e3)} ms); makespan "
+                     f"{_num(pipe['makespan'], '.2f')} s vs "
+                     f"{_num(pipe['makespan_predicted'], '.2f')} s = latency + (N-1)·bound")
     if bn.get("stage"):
         lines.append(f"bottleneck: stage {bn['stage']!r} ({bn['reason']})")
     e2e = doc.get("end_to_end")
@@ -53,9 +61,10 @@ def _conclusions(doc: dict) -> list[str]:
         lines.append("end to end: Little's law not checked (items are forked, joined, dropped "
                      "or multiplied on the way; the per-stage and per-edge figures hold)")
     elif e2e and e2e["items"]:
-        lines.append(f"end to end: L {e2e['L']:.2f} in flight, λ {e2e['lam']:.1f}/s, W "
-                     f"{1e3 * e2e['W']:.1f} ms, |L-λW|/L {e2e['little_residual']:.3f}; "
-                     f"throughput saturates at ~{e2e['saturation_in_flight']:.1f} in flight")
+        lines.append(f"end to end: L {_num(e2e['L'], '.2f')} in flight, λ "
+                     f"{_num(e2e['lam'], '.1f')}/s, W {_num(e2e['W'], '.1f', 1e3)} ms, |L-λW|/L "
+                     f"{_num(e2e['little_residual'], '.3f')}; throughput saturates at "
+                     f"~{_num(e2e['saturation_in_flight'], '.1f')} in flight")
     lines += [f"advice: {a['text']}" for a in doc["advice"]]
     lines += _gpu_lines(doc["stages"])
     if doc.get("per_host") and len(doc["per_host"]["hosts"]) > 1:
@@ -95,16 +104,20 @@ def short_text(plan: Plan, summary: dict[str, StageRow],
 def print_rich(doc: dict[str, Any], summary: dict[str, StageRow]) -> None:
     """The report of ``streampipe report`` on stdout (rich is imported only here)."""
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
+    from rich.text import Text
 
     # a pipe or a file gets the full table, not rich's 80-column default
     con = Console() if sys.stdout.isatty() else Console(width=200)
     run = doc["run"]
     style = "green" if run["status"] == "ok" else "bold red"
-    con.print(f"run [bold]{run['job']}[/]: [{style}]{run['status']}[/], {run['ranks']} ranks on "
-              f"{', '.join(h for h in run['hosts'] if h)}, wall {run['wall_time'] or 0:.2f} s")
+    hosts = escape(", ".join(h for h in run["hosts"] if h))
+    con.print(f"run [bold]{escape(str(run['job']))}[/]: [{style}]{run['status']}[/], "
+              f"{run['ranks']} ranks on {hosts}, wall {run['wall_time'] or 0:.2f} s")
     if run["error"]:
-        con.print(f"[red]error:[/] {run['error']}", markup=False, highlight=False)
+        # the message is the run's, not markup: its brackets print as they are
+        con.print(Text.assemble(("error:", "red"), " ", run["error"]), highlight=False)
     head, rows = table_rows(summary)
     bn = doc["bottleneck"].get("stage")
     t = Table(title="stages", header_style="bold")
@@ -119,9 +132,10 @@ def print_rich(doc: dict[str, Any], summary: dict[str, StageRow]) -> None:
             e.add_column(h, justify="right")
         for r in doc["edges"]:
             wire = "-" if r["transit_median"] is None else f"{1e3 * r['transit_median']:.3f}"
-            e.add_row(f"{r['from']}→{r['to']}", f"{r['L']:.2f}", f"{r['lam']:.1f}",
-                      f"{1e3 * r['W']:.2f}", f"{r['little_residual']:.3f}",
-                      f"{r['in_flight']:.2f}", f"{r['in_flight_peak']}/{r['capacity']}", wire)
+            e.add_row(f"{r['from']}→{r['to']}", _num(r["L"], ".2f"), _num(r["lam"], ".1f"),
+                      _num(r["W"], ".2f", 1e3), _num(r["little_residual"], ".3f"),
+                      _num(r["in_flight"], ".2f"), f"{r['in_flight_peak']}/{r['capacity']}",
+                      wire)
         con.print(e)
     for line in _conclusions(doc):
         con.print(line, markup=False, highlight=False)

@@ -20,17 +20,19 @@ def _money(x: float) -> str:
 
 
 def format_result(result: dict[str, Any]) -> str:
-    """A small table: VaR and ES with 95% confidence intervals per level, then the P&L summary."""
+    """A small table: VaR and ES with standard errors and 95% confidence intervals per level,
+    then the P&L summary."""
     n = result["n"]
     lines = [f"Monte Carlo VaR / ES  ({n:,} scenarios, {result['mode']} estimator)"]
-    head = f"{'level':>7}  {'VaR':>14}  {'95% CI':>31}  {'ES':>14}  {'95% CI':>31}"
+    head = (f"{'level':>7}  {'VaR':>14}  {'SE':>12}  {'95% CI':>31}  {'ES':>14}  {'SE':>12}  "
+            f"{'95% CI':>31}")
     lines += [head, "-" * len(head)]
     for lv in result["levels"]:
         vci = "[" + ", ".join(map(_money, lv["var_ci"])) + "]"
         eci = "[" + ", ".join(map(_money, lv["es_ci"])) + "]"
         lines.append(
-            f"{lv['confidence']:>7.2%}  {_money(lv['var']):>14}  {vci:>31}  "
-            f"{_money(lv['es']):>14}  {eci:>31}"
+            f"{lv['confidence']:>7.2%}  {_money(lv['var']):>14}  {_money(lv['var_se']):>12}  "
+            f"{vci:>31}  {_money(lv['es']):>14}  {_money(lv['es_se']):>12}  {eci:>31}"
         )
     p = result["pnl"]
     lines.append(

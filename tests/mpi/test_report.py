@@ -105,13 +105,15 @@ def check_first(doc):
 def check_second(doc, predicted=None):
     assert doc["bottleneck"]["stage"] == "mid"
     mid = next(s for s in doc["stages"] if s["name"] == "mid")
-    # the 3 ms stage's measured bound, within 15%: it reads an ordered merge of 3 replicas on
-    # 8 ranks sharing 2 cores, and waits whenever the replica holding the next item is
-    # descheduled (0.90 x its bound in a quiet CI run; benchmarks/README.md: ordered merges after
-    # replicas); the nominal 333/s is off by the sleep's overshoot as well
-    assert doc["pipeline"]["throughput"] == pytest.approx(1 / mid["cost"], rel=0.15)
+    # the 3 ms stage's measured bound: never more than 15% over it, and at least 0.75 of it.
+    # It reads an ordered merge of 3 replicas on 8 ranks sharing 2 cores, and waits whenever
+    # the replica holding the next item is descheduled: 0.90 x its bound in a quiet CI run,
+    # 0.80 in a full suite beside another full suite (benchmarks/README.md: ordered merges
+    # after replicas); the nominal 333/s is off by the sleep's overshoot as well
+    rate = doc["pipeline"]["throughput"]
+    assert 0.75 / mid["cost"] <= rate <= 1.15 / mid["cost"]
     if predicted is not None:  # what run 1's advice promised, from its measured stage costs
-        assert doc["pipeline"]["throughput"] == pytest.approx(predicted, rel=0.15)
+        assert 0.75 * predicted <= rate <= 1.15 * predicted
 
 
 def test_bottleneck_advice_and_replicas(tmp_path):

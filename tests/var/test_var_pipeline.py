@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import random
+from statistics import NormalDist
 
 import numpy as np
 import pytest
@@ -218,9 +219,19 @@ def test_aggregator_rejects_duplicate_batches_and_empty_runs():
 def test_format_result_shows_each_level():
     r = run_serial({**PARAMS, "mode": "exact"})
     text = format_result(r)
-    for lv in r["levels"]:
+    rows = [line.split() for line in text.splitlines() if line.strip().endswith("]")]
+    assert len(rows) == len(r["levels"])
+    for lv, row in zip(r["levels"], rows, strict=True):
         assert f"{lv['confidence']:.2%}" in text
         assert f"{lv['var']:,.2f}" in text and f"{lv['es_ci'][1]:,.2f}" in text
+        # the standard errors as printed are the ones the intervals are built from:
+        # CI = estimate +- z(0.975) SE, so its half-width over z is the SE (to the printed cent)
+        num = [float(x.strip("[],").replace(",", "")) for x in row[1:]]
+        var, var_se, var_lo, var_hi, es, es_se, es_lo, es_hi = num
+        z = NormalDist().inv_cdf(0.975)
+        assert var_se == pytest.approx((var_hi - var_lo) / (2 * z), abs=0.01)
+        assert es_se == pytest.approx((es_hi - es_lo) / (2 * z), abs=0.01)
+        assert var_se > 0 and es_se > 0 and var == pytest.approx(lv["var"], abs=0.005)
     assert "60,000 scenarios" in text
 
 
