@@ -11,6 +11,7 @@ rank and item. The end-of-run collection is :mod:`streampipe.collect`.
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import sys
 import threading
@@ -502,6 +503,10 @@ def _fail(rt: RankRuntime, exc: BaseException | None, failed_rank: int,
 
     Never returns: after ``MPI_Abort`` (which ends the process) it raises SystemExit, so a
     caller can never fall through to the normal end of the run."""
+    if threading.current_thread() is threading.main_thread():
+        # stopping already: a later SIGINT (mpiexec passes Ctrl-C on after the terminal did, or
+        # arrives after rank 0's "interrupted") must not cut the partial run file short
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
     if rt.loop is not None:
         rt.loop.abandon()  # the items of a partly finished batch are recorded too
     rt.m.close()
